@@ -15,7 +15,9 @@ import yaml
 from pydantic import BaseModel, Field, model_validator
 
 Format = Literal["gguf", "awq", "gptq", "fp8", "bf16"]
-ToolCallFormat = Literal["hermes", "mistral", "llama3_json", "gemma", "none"]
+# qwen3_coder: Qwen3-Coder's XML tool calls (<tool_call><function=...><parameter=...>), vLLM parser
+# "qwen3_coder"; not Hermes JSON.
+ToolCallFormat = Literal["hermes", "mistral", "llama3_json", "gemma", "qwen3_coder", "none"]
 
 
 class Architecture(BaseModel):
