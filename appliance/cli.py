@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -65,6 +66,30 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.serve import serve
+
+    overrides = {k: getattr(args, k) for k in (
+        "host", "port", "model", "quant", "ctx", "slots", "kv_type", "threads", "small_model", "profile",
+        "api_key_env",
+    )}
+    if args.no_prefix_store:
+        overrides["prefix_store"] = False
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return serve(cfg)
+
+
+def _cmd_connect(args: argparse.Namespace) -> int:
+    from appliance.connect import connect_opencode
+
+    return connect_opencode(args.url, args.dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="appliance", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -85,6 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("model")
     f.add_argument("--quant")
     f.set_defaults(func=_cmd_fetch)
+    s = sub.add_parser("serve", help="serve the best model that fits, OpenAI-compatible, on 127.0.0.1")
+    s.add_argument("--config", type=Path, help="YAML settings (default: <data dir>/config.yaml if present)")
+    s.add_argument("--host", help="bind address (default 127.0.0.1: only this machine)")
+    s.add_argument("--port", type=int)
+    s.add_argument("--model", help="catalog name to serve instead of the planner's choice")
+    s.add_argument("--quant", help="quantization of --model (e.g. Q4_K_M)")
+    s.add_argument("--ctx", type=int, help="total context (KV cells) shared by the slots")
+    s.add_argument("--slots", type=int, help="parallel sequences")
+    s.add_argument("--kv-type", dest="kv_type", choices=["f16", "q8_0", "q4_0"])
+    s.add_argument("--threads", type=int)
+    s.add_argument("--small-model", dest="small_model", help="side-task model, or 'none'")
+    s.add_argument("--profile", help="plan as if on this hardware profile")
+    s.add_argument("--api-key-env", dest="api_key_env", help="env var holding a key clients must send")
+    s.add_argument("--no-prefix-store", action="store_true", help="do not keep prompt caches on disk")
+    s.set_defaults(func=_cmd_serve)
+
+    c = sub.add_parser("connect", help="point a coding agent at the running appliance")
+    c.add_argument("agent", choices=["opencode"])
+    c.add_argument("--url", default=None, help="appliance base URL (default http://127.0.0.1:PORT/v1)")
+    c.add_argument("--dir", type=Path, default=Path.cwd(), help="project folder to write the config into")
+    c.set_defaults(func=_cmd_connect)
     return p
 
 

@@ -1,0 +1,62 @@
+"""`create_app(registry)`: the appliance's HTTP face, an OpenAI-compatible FastAPI app.
+
+The app owns no model: it answers for whatever runtimes the registry holds, so the
+CLI can start listening (and report 503 on /health) before loading finishes, and
+tests can serve a scripted runtime through the very same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from appliance.api.errors import error_body, install_error_handlers
+from appliance.api.metrics import Metrics
+from appliance.api.middleware import RequestContext
+from appliance.api.openai_routes import build_router
+from appliance.api.registry import ModelRegistry
+
+
+def create_app(
+    registry: ModelRegistry,
+    *,
+    api_key: str | None = None,
+    close_runtimes_on_shutdown: bool = False,
+) -> FastAPI:
+    """An app serving `registry`'s runtimes.
+
+    api_key: when set, every route but /health needs `Authorization: Bearer <key>`.
+    close_runtimes_on_shutdown: close the runtimes when the server stops (for
+    `appliance serve`; tests that reuse a registry leave it False).
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_runtimes_on_shutdown:
+            await registry.close()
+
+    app = FastAPI(title="appliance", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    metrics = Metrics(registry)
+    app.state.registry = registry
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestContext, metrics=metrics, api_key=api_key)
+    app.include_router(build_router(registry, metrics))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if registry.ready:
+            return JSONResponse({"status": "ok", "models": [rt.id for rt in registry.runtimes()]})
+        body = {"status": "loading", **error_body("The model is loading.", "server_error", "model_loading")}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    return app

@@ -1,0 +1,212 @@
+"""Runtime `Event`s -> OpenAI response objects and stream chunks, in OpenAI's exact shape.
+
+SDKs (openai-python, Vercel's AI SDK inside OpenCode) reassemble tool calls from
+chunk deltas by `index`, expect `id`/`type`/`function.name` on the first piece of
+each call, and read usage from a final chunk with empty `choices`; this module
+keeps those rules in one place for streamed and whole responses alike.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtimes.base import Event, ToolCallDelta, Usage
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def usage_dict(usage: Usage | None) -> dict[str, Any]:
+    u = usage or Usage()
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    }
+
+
+@dataclass
+class _Call:
+    id: str
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class ToolCalls:
+    """Tool-call pieces by index; gives each call an id if the runtime did not."""
+
+    calls: dict[int, _Call] = field(default_factory=dict)
+
+    def add(self, piece: ToolCallDelta) -> dict[str, Any]:
+        """Record a piece; return its OpenAI delta (with id/type/name if it opens a call)."""
+        call = self.calls.get(piece.index)
+        delta: dict[str, Any] = {"index": piece.index}
+        if call is None:
+            call = self.calls[piece.index] = _Call(id=piece.id or new_id("call").replace("-", "_"))
+            delta["id"] = call.id
+            delta["type"] = "function"
+            fn: dict[str, Any] = {"name": piece.name or "", "arguments": piece.arguments}
+            call.name = piece.name or ""
+        else:
+            fn = {"arguments": piece.arguments}
+            if piece.name:  # a runtime sending the name late: pass it on, never drop it
+                call.name += piece.name
+                fn["name"] = piece.name
+        call.arguments += piece.arguments
+        delta["function"] = fn
+        return delta
+
+    def message_list(self) -> list[dict[str, Any]]:
+        return [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for _, c in sorted(self.calls.items())
+        ]
+
+
+def finish_reason(raw: str | None, tool_calls: ToolCalls) -> str:
+    """`tool_calls` whenever the answer called a tool, so agents run it."""
+    reason = raw or "stop"
+    if tool_calls.calls and reason == "stop":
+        return "tool_calls"
+    return reason
+
+
+@dataclass
+class ChatStream:
+    """Builds `chat.completion.chunk` objects for one streamed answer."""
+
+    id: str
+    model: str
+    include_usage: bool
+    created: int = field(default_factory=lambda: int(time.time()))
+    tools: ToolCalls = field(default_factory=ToolCalls)
+
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            out["usage"] = None
+        return out
+
+    def role(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def delta(self, ev: Event) -> dict[str, Any] | None:
+        """The chunk for an event's new text / reasoning / tool-call pieces, if any."""
+        delta: dict[str, Any] = {}
+        if ev.reasoning:
+            delta["reasoning_content"] = ev.reasoning
+        if ev.content:
+            delta["content"] = ev.content
+        if ev.tool_calls:
+            delta["tool_calls"] = [self.tools.add(p) for p in ev.tool_calls]
+        return self._chunk(delta) if delta else None
+
+    def finish(self, raw: str | None) -> dict[str, Any]:
+        return self._chunk({}, finish_reason(raw, self.tools))
+
+    def usage(self, usage: Usage | None) -> dict[str, Any]:
+        out = self._chunk(None)
+        out["usage"] = usage_dict(usage)
+        return out
+
+
+@dataclass
+class ChatCollector:
+    """Accumulates a whole answer for a non-streamed `chat.completion`."""
+
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tools: ToolCalls = field(default_factory=ToolCalls)
+
+    def add(self, ev: Event) -> None:
+        if ev.content:
+            self.content.append(ev.content)
+        if ev.reasoning:
+            self.reasoning.append(ev.reasoning)
+        for piece in ev.tool_calls:
+            self.tools.add(piece)
+
+    def response(self, id: str, model: str, finish: str | None, usage: Usage | None) -> dict[str, Any]:
+        text = "".join(self.content)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.tools.calls:
+            message["tool_calls"] = self.tools.message_list()
+            if not text:
+                message["content"] = None
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        return {
+            "id": id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": finish_reason(finish, self.tools),
+                }
+            ],
+            "usage": usage_dict(usage),
+        }
+
+
+@dataclass
+class TextStream:
+    """Builds `text_completion` chunks for a streamed /v1/completions answer."""
+
+    id: str
+    model: str
+    include_usage: bool
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _chunk(self, text: str | None, finish: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": []
+            if text is None
+            else [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            out["usage"] = None
+        return out
+
+    def delta(self, ev: Event) -> dict[str, Any] | None:
+        return self._chunk(ev.content) if ev.content else None
+
+    def finish(self, raw: str | None) -> dict[str, Any]:
+        return self._chunk("", raw or "stop")
+
+    def usage(self, usage: Usage | None) -> dict[str, Any]:
+        out = self._chunk(None)
+        out["usage"] = usage_dict(usage)
+        return out
+
+
+def text_response(id: str, model: str, text: str, finish: str | None, usage: Usage | None) -> dict[str, Any]:
+    return {
+        "id": id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish or "stop"}],
+        "usage": usage_dict(usage),
+    }

@@ -1,0 +1,1 @@
+"""Stand-ins used by HTTP-layer tests; never by real-model tests."""
