@@ -31,10 +31,12 @@ def _hardware(args: argparse.Namespace):
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from appliance.planner import plan
+    from appliance.planner import assume_downloadable, plan
     from appliance.planner_report import print_plan
 
-    result = plan(_hardware(args))
+    # A profile is a machine we are not on: what this box has downloaded says nothing about it.
+    available = assume_downloadable if args.profile else None
+    result = plan(_hardware(args), available=available)
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
