@@ -1,0 +1,200 @@
+"""`LlamaCppRuntime`: the Runtime interface on top of our llama.cpp engine.
+
+The engine deals in tokens; this layer owns everything between an OpenAI-style
+request and those tokens: the model's own chat template, BOS handling, the
+tool-call / reasoning parser on the way back, and the finish reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from runtimes.base import ChatRequest, CompletionRequest, Event, InvalidRequest, RuntimeStats, Sampling, Usage
+from runtimes.llamacpp.chat_template import ChatTemplate
+from runtimes.llamacpp.engine import Engine, EngineConfig
+from runtimes.toolcalls import ChatOutputParser, detect_tool_format
+
+log = logging.getLogger(__name__)
+
+# Marker texts the parsers look for. Some are control tokens that the engine's
+# detokenizer renders as "" (Mistral's [TOOL_CALLS], Llama's <|python_tag|>): when
+# such a token is generated we put its text back so the parser sees it.
+_MARKERS = ("<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>",
+            "<think>", "</think>")
+
+
+class LlamaCppRuntime:
+    """One loaded GGUF model served by `Engine`; `id` is its catalog name."""
+
+    def __init__(self, engine: Engine, *, model_id: str, tool_format: str | None = None):
+        self.engine = engine
+        self.id = model_id
+        self.n_ctx = engine.n_ctx
+        source = engine.metadata.get("tokenizer.chat_template") or None
+        self.template = ChatTemplate(
+            source,
+            bos_token=getattr(engine, "bos_text", ""),
+            eos_token=getattr(engine, "eos_text", ""),
+        )
+        if tool_format in (None, "none"):
+            tool_format = "hermes" if self.template.is_fallback else detect_tool_format(source)
+        self.tool_format = tool_format
+        self._markers = self._control_markers()
+        t = self.template
+        log.info(
+            "%s: chat template %s, tool calls %s, object arguments %s, thinking %s, polyfills %s",
+            model_id, "fallback ChatML" if t.is_fallback else "from GGUF", tool_format, t.object_arguments,
+            t.thinks, [k for k, on in (("short_ids", t.short_ids), ("merge_users", t.merge_users),
+                                       ("no_system_role", not t.system_role)) if on] or "none",
+        )
+
+    @classmethod
+    def load(cls, model_spec: Any, cfg: EngineConfig) -> LlamaCppRuntime:
+        """Load the model (blocking: seconds to minutes); `model_spec` is a catalog ModelSpec or None."""
+        engine = Engine(cfg)
+        try:
+            name = model_spec.name if model_spec is not None else Path(cfg.model_path).stem
+            fmt = model_spec.tool_call_format if model_spec is not None else None
+            return cls(engine, model_id=name, tool_format=fmt)
+        except BaseException:
+            engine.close()
+            raise
+
+    # -- Runtime interface ----------------------------------------------------------------
+
+    async def chat(self, req: ChatRequest) -> AsyncIterator[Event]:
+        prompt, parser, prefill = self.prepare_chat(req)
+        tokens = self._tokenize_prompt(prompt)
+        events = parser.feed(prefill) if prefill else []
+        async for ev in self._stream(tokens, req.sampling, parser, events):
+            yield ev
+
+    async def complete(self, req: CompletionRequest) -> AsyncIterator[Event]:
+        tokens = self.engine.tokenize(req.prompt, add_special=True, parse_special=True)
+        events = [Event(content=req.prompt)] if req.echo and req.prompt else []
+        async for ev in self._stream(tokens, req.sampling, None, events):
+            yield ev
+
+    def stats(self) -> RuntimeStats:
+        return self.engine.stats()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)
+
+    # -- the parts --------------------------------------------------------------------------
+
+    def prepare_chat(self, req: ChatRequest) -> tuple[str, ChatOutputParser, str]:
+        """Prompt text, the parser for the answer, and text the prompt already put in
+        the answer's mouth (a forced tool call), which the parser reads first."""
+        tools = req.tools or None
+        mode, forced = tool_choice_mode(req.tool_choice)
+        parse_tools = bool(tools) and mode != "none"
+        prompt = self.template.render(
+            req.messages, tools=tools, add_generation_prompt=True, enable_thinking=req.enable_thinking
+        )
+        thinks = self.template.thinks
+        starts_inside = thinks and prompt.rstrip().endswith("<think>")
+        prefill = forced_call_prefill(self.tool_format, mode, forced) if parse_tools else ""
+        parser = ChatOutputParser(
+            self.tool_format if parse_tools else "none",
+            tools=tools,
+            reasoning=thinks,
+            starts_in_reasoning=starts_inside and not prefill,
+        )
+        return prompt + prefill, parser, prefill
+
+    def _tokenize_prompt(self, prompt: str) -> list[int]:
+        # Templates that write {{ bos_token }} themselves must not get a second BOS.
+        bos = self.template.bos_token
+        has_bos = bool(bos) and prompt.startswith(bos)
+        return self.engine.tokenize(prompt, add_special=not has_bos, parse_special=True)
+
+    async def _stream(
+        self, tokens: list[int], sampling: Sampling, parser: ChatOutputParser | None, pending: list[Event]
+    ) -> AsyncIterator[Event]:
+        finish: str | None = None
+        usage: Usage | None = None
+        n_out = 0
+        async with contextlib.aclosing(self.engine.generate(tokens, sampling)) as steps:
+            # The first step is awaited before anything is yielded, so errors the engine
+            # raises up front (context length, overload) reach the caller as exceptions.
+            async for step in steps:
+                n_out += len(step.token_ids)
+                text = self._restore_markers(step.text, step.token_ids) if parser else step.text
+                if text:
+                    pending.extend(parser.feed(text) if parser else [Event(content=text)])
+                for ev in pending:
+                    yield ev
+                pending = []
+                if step.finish_reason is not None:
+                    finish, usage = step.finish_reason, step.usage
+                    break
+        if parser is not None:
+            for ev in parser.finish():
+                yield ev
+            if parser.has_calls and finish != "cancelled":
+                finish = "tool_calls"
+        yield Event(
+            finish_reason=finish or "stop",  # type: ignore[arg-type]
+            usage=usage or Usage(prompt_tokens=len(tokens), completion_tokens=n_out),
+        )
+
+    def _control_markers(self) -> dict[int, str]:
+        """Single-token markers the engine would detokenize to nothing."""
+        out: dict[int, str] = {}
+        for m in _MARKERS:
+            try:
+                ids = self.engine.tokenize(m, add_special=False, parse_special=True)
+            except Exception:  # pragma: no cover - a tokenizer that rejects the text
+                continue
+            if len(ids) == 1 and self.engine.detokenize(ids) == "":
+                out[ids[0]] = m
+        return out
+
+    def _restore_markers(self, text: str, token_ids: list[int]) -> str:
+        if self._markers:
+            for t in token_ids:
+                if t in self._markers:
+                    text += self._markers[t]
+        return text
+
+
+def tool_choice_mode(tool_choice: Any) -> tuple[str, str | None]:
+    """("none" | "auto" | "required", forced function name) from OpenAI's or Anthropic's shape."""
+    if tool_choice is None:
+        return "auto", None
+    if isinstance(tool_choice, str):
+        mode = {"none": "none", "required": "required", "any": "required"}.get(tool_choice, "auto")
+        return mode, None
+    if isinstance(tool_choice, dict):
+        fn = tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else tool_choice.get("name")
+        if isinstance(name, str) and name:
+            return "required", name
+        return tool_choice_mode(tool_choice.get("type"))
+    raise InvalidRequest(f"unsupported tool_choice: {tool_choice!r}")
+
+
+def forced_call_prefill(fmt: str, mode: str, name: str | None) -> str:
+    """Start the answer with a call when the client demands one.
+
+    Cheaper and surer than a grammar: "required" opens a call, a named function
+    also writes the name, so the model only has to produce the arguments.
+    """
+    if mode != "required":
+        return ""
+    if fmt == "qwen3_coder":
+        return "<tool_call>\n<function=" + (f"{name}>\n" if name else "")
+    if fmt == "hermes":
+        return "<tool_call>\n" + (f'{{"name": {json.dumps(name)}, "arguments": ' if name else '{"name": "')
+    if fmt == "mistral":
+        return "[TOOL_CALLS]" + (f"{name}[ARGS]" if name else "")
+    if fmt == "llama3_json":
+        return f'{{"name": {json.dumps(name)}, "parameters": ' if name else '{"name": "'
+    return ""
