@@ -1,0 +1,176 @@
+"""The public face of our llama.cpp serving engine: load once, generate many at a time.
+
+`Engine` loads a model and one multi-sequence context, starts the scheduler thread,
+and exposes token-level generation as an async iterator of `Step`s. Chat templates,
+tool calls and the OpenAI event shapes are built on top of this (runtime.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtimes.base import RuntimeStats, Sampling
+from runtimes.llamacpp.model import Context, ContextParams, Model
+from runtimes.llamacpp.prefix_store import PrefixStore
+from runtimes.llamacpp.scheduler import Scheduler, Step
+
+__all__ = ["Engine", "EngineConfig", "EngineStats", "Step"]
+
+
+@dataclass
+class EngineConfig:
+    model_path: Path
+    n_ctx: int
+    n_slots: int = 1
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    flash_attn: bool = True
+    kv_type: str = "f16"
+    n_gpu_layers: int = -1
+    max_queue: int = 64
+    prefix_store_dir: Path | None = None
+    prefix_store_ram_bytes: int = 1 << 30
+    # Optional extras (defaults keep the behaviour above).
+    use_mmap: bool = True
+    swa_full: bool = False  # full-size sliding-window cache: more memory, full prefix reuse
+    prefix_store_min_tokens: int = 256  # shorter prompts are cheap to recompute
+    cpu_extra_buffers: bool | None = None  # ggml weight repacking; None: auto (see model.py)
+
+
+@dataclass
+class EngineStats(RuntimeStats):
+    prompt_tokens_cached: int = 0  # prompt tokens served from the KV cache (counter)
+    prompt_tokens_processed: int = 0  # prompt tokens computed (counter)
+    tokens_generated: int = 0  # counter
+    requests_total: int = 0
+    requests_cancelled: int = 0
+    kv_cells_used: int = 0
+    kv_cells_total: int = 0
+    prefix_store_hits: int = 0
+    prefix_store_tokens_restored: int = 0
+    prefix_store_entries: int = 0
+
+
+class Engine:
+    """One model, `n_slots` concurrent sequences, continuous batching."""
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+        self.model = Model(
+            Path(cfg.model_path),
+            n_gpu_layers=cfg.n_gpu_layers,
+            use_mmap=cfg.use_mmap,
+            use_extra_bufts=cfg.cpu_extra_buffers,
+        )
+        try:
+            self.ctx = Context(
+                self.model,
+                ContextParams(
+                    n_ctx=cfg.n_ctx,
+                    n_seq=cfg.n_slots,
+                    n_batch=cfg.n_batch,
+                    n_ubatch=cfg.n_ubatch,
+                    n_threads=cfg.n_threads,
+                    n_threads_batch=cfg.n_threads_batch,
+                    flash_attn=cfg.flash_attn,
+                    kv_type=cfg.kv_type,
+                    swa_full=cfg.swa_full,
+                ),
+            )
+        except BaseException:
+            self.model.close()
+            raise
+        self.n_ctx: int = self.ctx.n_ctx
+        self.n_slots: int = cfg.n_slots
+        self.metadata: dict[str, str] = self.model.metadata
+        store = None
+        if cfg.prefix_store_dir is not None:
+            store = PrefixStore(
+                Path(cfg.prefix_store_dir),
+                model_key=f"{self.model.file_identity}-{cfg.kv_type}",
+                ram_bytes=cfg.prefix_store_ram_bytes,
+                min_tokens=cfg.prefix_store_min_tokens,
+            )
+        self.store = store
+        self._sched = Scheduler(self.model, self.ctx, cfg.n_slots, cfg.max_queue, store)
+        self._closed = False
+
+    # -- vocabulary -------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.model.detokenize(tokens)
+
+    def is_eog(self, token: int) -> bool:
+        return self.model.is_eog(token)
+
+    @property
+    def bos_text(self) -> str:
+        return self.model.bos_text
+
+    @property
+    def eos_text(self) -> str:
+        return self.model.eos_text
+
+    # -- generation -------------------------------------------------------------------------
+    async def generate(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Step]:
+        """Stream the continuation of `prompt`.
+
+        Raises ContextLengthExceeded / Overloaded / InvalidRequest before the first step.
+        Closing the iterator (or cancelling its task) stops the sequence at the next step;
+        the slot is freed and its cache kept for reuse.
+        """
+        req = self._sched.submit(prompt, sampling, asyncio.get_running_loop())
+        try:
+            while True:
+                item = await req.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self._sched.cancel(req)
+
+    # -- status -----------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        c = self._sched.counters
+        ledger = self._sched.slots.ledger
+        st = self.store.stats() if self.store is not None else None
+        return EngineStats(
+            slots_total=self.n_slots,
+            slots_busy=self._sched.slots.busy_count,
+            queue_depth=self._sched.queue_depth(),
+            loaded=not self._closed,
+            prompt_tokens_cached=c.prompt_tokens_cached,
+            prompt_tokens_processed=c.prompt_tokens_processed,
+            tokens_generated=c.tokens_generated,
+            requests_total=c.requests_total,
+            requests_cancelled=c.requests_cancelled,
+            kv_cells_used=ledger.used,
+            kv_cells_total=ledger.n_cells,
+            prefix_store_hits=st.hits if st else 0,
+            prefix_store_tokens_restored=st.tokens_restored if st else 0,
+            prefix_store_entries=st.entries if st else 0,
+        )
+
+    def close(self) -> None:
+        """Stop the scheduler (running streams end "cancelled"), flush the store, free memory."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sched.close()
+        self.ctx.close()
+        self.model.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,212 @@
+"""Per-sequence sampling: a llama.cpp sampler chain, stop strings and UTF-8 assembly.
+
+The chain runs in C over the logits row of one sequence, so Python never loops over
+the vocabulary. Text handling is per token: bytes are held until they form whole
+UTF-8 characters, and text that could be the start of a stop string is held until
+it is resolved either way.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import math
+from typing import Any
+
+import llama_cpp as lc
+import numpy as np
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from runtimes.base import InvalidRequest, Sampling
+
+PENALTY_LAST_N = 64
+_RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
+
+# Any JSON object: what response_format json_object (and json_schema {}) asks for.
+_ANY_OBJECT_GBNF = r"""
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws     ::= | " " | "\n" [ \t]{0,20}
+"""
+
+
+def schema_to_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for a JSON schema; {} (no constraints) means any JSON object."""
+    if not schema:
+        return _ANY_OBJECT_GBNF
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as e:  # the converter raises plain exceptions for unsupported schemas
+        raise InvalidRequest(f"unsupported JSON schema: {e}") from e
+
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+assert _TOKEN_DATA.itemsize == ctypes.sizeof(lc.llama_token_data)
+
+
+class SamplerChain:
+    """A llama.cpp sampler chain built from `Sampling`; owns the C objects.
+
+    Without a grammar, llama_sampler_sample does everything in C. With one, checking the
+    grammar against the whole vocabulary every step is slow (150k tokens for Qwen), so we
+    do as llama.cpp's common sampler does: sample without it, check only the chosen token,
+    and only when the grammar rejects it resample with the grammar applied first.
+    """
+
+    def __init__(self, model: Any, s: Sampling, prompt_tail: list[int]):
+        n_vocab = model.n_vocab
+        self.n_vocab = n_vocab
+        self.grammar = None
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        self.ptr = chain
+        try:
+            if s.logit_bias:
+                items = [(int(t), float(b)) for t, b in s.logit_bias.items() if 0 <= int(t) < n_vocab]
+                if items:
+                    arr = (lc.llama_logit_bias * len(items))(*[lc.llama_logit_bias(t, b) for t, b in items])
+                    bias = lc.llama_sampler_init_logit_bias(n_vocab, len(items), arr)
+                    lc.llama_sampler_chain_add(chain, bias)
+            if s.json_schema is not None:
+                gbnf = schema_to_grammar(s.json_schema)
+                g = lc.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
+                if not g:
+                    raise InvalidRequest("the JSON schema produced a grammar llama.cpp cannot parse")
+                self.grammar = g
+                self._cur = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+                self._ids = np.arange(n_vocab, dtype=np.int32)
+                self._arr = lc.llama_token_data_array(
+                    ctypes.cast(self._cur.ctypes.data, lc.llama_token_data_p), n_vocab, -1, False
+                )
+                self._one = lc.llama_token_data(0, 1.0, 0.0)
+                self._one_arr = lc.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
+            if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+                pen = lc.llama_sampler_init_penalties(
+                    n_vocab, PENALTY_LAST_N, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+                )
+                # Seed the penalty window with the prompt's tail (as llama-server does); the
+                # grammar must not see prompt tokens, so they go to this sampler alone.
+                for t in prompt_tail[-PENALTY_LAST_N:]:
+                    lc.llama_sampler_accept(pen, t)
+                lc.llama_sampler_chain_add(chain, pen)
+            if s.temperature <= 0.0:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            else:
+                if s.top_k > 0:
+                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(s.top_k))
+                if 0.0 < s.top_p < 1.0:
+                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+                if s.min_p > 0.0:
+                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
+                seed = _RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+        except BaseException:
+            self.free()
+            raise
+
+    def sample(self, ctx_ptr: Any, idx: int) -> int:
+        """Sample (and accept) the next token from batch row `idx`."""
+        if self.grammar is None:
+            return lc.llama_sampler_sample(self.ptr, ctx_ptr, idx)
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
+        tok = self._apply(logits, with_grammar=False)
+        self._one.id, self._one.logit, self._one_arr.size = tok, 1.0, 1
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(self._one_arr))
+        if math.isinf(self._one.logit):
+            tok = self._apply(logits, with_grammar=True)
+        lc.llama_sampler_accept(self.grammar, tok)
+        lc.llama_sampler_accept(self.ptr, tok)
+        return tok
+
+    def _apply(self, logits: np.ndarray, *, with_grammar: bool) -> int:
+        cur, arr = self._cur, self._arr
+        cur["id"] = self._ids
+        cur["logit"] = logits
+        cur["p"] = 0.0
+        arr.data = ctypes.cast(cur.ctypes.data, lc.llama_token_data_p)
+        arr.size, arr.selected, arr.sorted = self.n_vocab, -1, False
+        if with_grammar:
+            lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        lc.llama_sampler_apply(self.ptr, ctypes.byref(arr))
+        if arr.selected < 0:
+            raise RuntimeError("the sampler chain selected no token")
+        return int(arr.data[arr.selected].id)
+
+    def free(self) -> None:
+        if self.ptr:
+            lc.llama_sampler_free(self.ptr)
+            self.ptr = None
+        if self.grammar:
+            lc.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+    def __del__(self) -> None:
+        self.free()
+
+
+class TextAssembler:
+    """Turns token bytes into text safe to send: whole characters, stop strings resolved."""
+
+    def __init__(self, stop: list[str]):
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = [s for s in stop if s]
+        self._held = ""  # decoded text not yet sent (a possible stop-string start)
+        self.stopped = False
+
+    def feed(self, data: bytes) -> str:
+        """Add a token's bytes; return text that is now safe to emit."""
+        self._held += self._utf8.decode(data)
+        return self._release()
+
+    def finish(self) -> str:
+        """End of generation: flush what is held (an incomplete stop-string start is text)."""
+        if self.stopped:
+            return ""
+        self._held += self._utf8.decode(b"", final=True)
+        out, self._held = self._held, ""
+        # A complete stop string can still appear in the flushed bytes.
+        cut = self._find_stop(out)
+        if cut is not None:
+            self.stopped = True
+            return out[:cut]
+        return out
+
+    def _find_stop(self, text: str) -> int | None:
+        best: int | None = None
+        for s in self._stops:
+            i = text.find(s)
+            if i >= 0 and (best is None or i < best):
+                best = i
+        return best
+
+    def _release(self) -> str:
+        text = self._held
+        if not self._stops:
+            self._held = ""
+            return text
+        cut = self._find_stop(text)
+        if cut is not None:
+            self.stopped = True
+            self._held = ""
+            return text[:cut]
+        keep = self._partial_len(text)
+        if keep:
+            self._held = text[-keep:]
+            return text[:-keep]
+        self._held = ""
+        return text
+
+    def _partial_len(self, text: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+        best = 0
+        for s in self._stops:
+            for k in range(min(len(s) - 1, len(text)), best, -1):
+                if text.endswith(s[:k]):
+                    best = k
+                    break
+        return best
