@@ -14,7 +14,12 @@ else ifneq ($(shell command -v nvidia-smi 2>/dev/null),)
 endif
 export CMAKE_ARGS
 
-.PHONY: install serve test lint clean
+# The real OpenCode client for the end-to-end test, and what its tools need (ripgrep).
+TOOLS := .tools
+OPENCODE := $(TOOLS)/opencode/node_modules/.bin/opencode
+OPENCODE_CONFIG := $(TOOLS)/opencode-config/opencode
+
+.PHONY: install tools serve test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,7 +34,16 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/appliance serve
 
-test: $(STAMP)
+$(OPENCODE):
+	npm install --prefix $(TOOLS)/opencode --no-audit --no-fund opencode-ai@1.18.33
+	mkdir -p $(OPENCODE_CONFIG)
+	npm install --prefix $(OPENCODE_CONFIG) --no-audit --no-fund @opencode-ai/plugin@1.18.33
+
+tools: $(OPENCODE)
+	@command -v rg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq ripgrep); } || echo "warning: ripgrep missing"
+
+test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -37,4 +51,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TOOLS) build *.egg-info
