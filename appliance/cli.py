@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--url", default=None, help="appliance base URL (default http://127.0.0.1:PORT/v1)")
     c.add_argument("--dir", type=Path, default=Path.cwd(), help="project folder to write the config into")
     c.set_defaults(func=_cmd_connect)
+
+    from appliance.bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     return p
 
 

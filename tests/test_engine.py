@@ -271,6 +271,9 @@ def test_stop_strings_are_stripped(smol):
 def test_seed_makes_sampling_reproducible(smol):
     prompt = smol.tokenize(chat("Invent a name for a pet dragon."))
     hot = dict(temperature=1.2, top_k=100, top_p=1.0, min_p=0.0, max_tokens=24)
+    # Logits of a token computed alone can differ in the last bits from the same token
+    # computed inside a longer batch, so compare runs that both start from the cache.
+    run(smol, prompt, Sampling(temperature=0.0, max_tokens=1))
     a, _ = run(smol, prompt, Sampling(seed=42, **hot))
     b, _ = run(smol, prompt, Sampling(seed=42, **hot))
     others = {run(smol, prompt, Sampling(seed=s, **hot))[0] for s in (1, 2, 3)}
@@ -332,3 +335,92 @@ def test_engine_exposes_metadata_and_vocab(smol):
     assert smol.eos_text
     st = smol.stats()
     assert st.slots_total == 4 and st.loaded and st.kv_cells_total == smol.n_ctx
+
+
+def test_a_full_context_evicts_idle_caches_and_cuts_rather_than_fails(smollm_path):
+    """More work than the shared KV cache holds: idle caches go first, then the longest
+    running sequence ends with "length"; nothing errors and the bookkeeping stays exact."""
+    eng = make(smollm_path, n_ctx=192, n_slots=3, n_batch=128, n_ubatch=128, max_queue=8)
+    try:
+        no_end = {t: -1e9 for t in range(eng.model.n_vocab) if eng.is_eog(t)}
+
+        async def one(i: int) -> Step:
+            prompt = eng.tokenize(f"Story {i}: " + "once upon a time " * (8 + 4 * i))
+            steps = [
+                s async for s in eng.generate(prompt, Sampling(seed=i, max_tokens=80, logit_bias=no_end))
+            ]
+            return steps[-1]
+
+        async def main():
+            return await asyncio.gather(*(one(i) for i in range(5)))
+
+        last = asyncio.run(main())
+        assert all(s.finish_reason == "length" and s.usage.completion_tokens > 0 for s in last)
+        # Some ended before both their max_tokens and their own room in the context.
+        assert any(s.usage.completion_tokens < min(80, 192 - s.usage.prompt_tokens) for s in last)
+        wait_idle(eng)
+        for slot in eng._sched.slots.slots:
+            assert eng.ctx.seq_pos_max(slot.seq) == len(slot.tokens) - 1
+        assert eng.stats().kv_cells_used <= 192
+    finally:
+        eng.close()
+
+
+def test_penalties_match_llama_cpps_own_sampler(smollm_path):
+    """Our numpy penalties + C chain pick exactly what llama.cpp's penalties sampler picks."""
+    import llama_cpp as lc
+
+    from runtimes.llamacpp.model import Batch, Context, ContextParams, Model
+    from runtimes.llamacpp.sampling import SamplerChain
+
+    model = Model(smollm_path)
+    ctx = Context(model, ContextParams(n_ctx=512, n_seq=1, n_threads=2))
+    prompt = model.tokenize("the cat sat on the mat and the dog sat on the log, the end. The")
+
+    def generate(s: Sampling, ours: bool) -> list[int]:
+        ctx.seq_rm(0)
+        b = Batch(256, 1)
+        idx = b.add(prompt, 0, 0, True)
+        b.decode(ctx)
+        if ours:
+            chain = SamplerChain(model, s, prompt)
+            pick = lambda i: chain.sample(ctx.ptr, i)  # noqa: E731
+        else:
+            ref = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+            pen = lc.llama_sampler_init_penalties(
+                model.n_vocab, 64, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+            )
+            for t in prompt[-64:]:
+                lc.llama_sampler_accept(pen, t)
+            if s.temperature > 0:
+                rest = [
+                    lc.llama_sampler_init_top_k(s.top_k),
+                    lc.llama_sampler_init_top_p(s.top_p, 1),
+                    lc.llama_sampler_init_min_p(s.min_p, 1),
+                    lc.llama_sampler_init_temp(s.temperature),
+                    lc.llama_sampler_init_dist(s.seed),
+                ]
+            else:
+                rest = [lc.llama_sampler_init_greedy()]
+            for smpl in [pen, *rest]:
+                lc.llama_sampler_chain_add(ref, smpl)
+            pick = lambda i: lc.llama_sampler_sample(ref, ctx.ptr, i)  # noqa: E731
+        out, pos = [], len(prompt)
+        for _ in range(30):
+            out.append(pick(idx))
+            b.clear()
+            idx = b.add([out[-1]], pos, 0, True)
+            pos += 1
+            b.decode(ctx)
+        return out
+
+    try:
+        for s in (
+            Sampling(temperature=0.0, repeat_penalty=1.3),
+            Sampling(temperature=0.0, repeat_penalty=1.1, frequency_penalty=0.5, presence_penalty=0.3),
+            Sampling(temperature=0.9, seed=5, repeat_penalty=1.2, presence_penalty=0.2),
+        ):
+            assert generate(s, ours=True) == generate(s, ours=False), s
+    finally:
+        ctx.close()
+        model.close()

@@ -72,8 +72,8 @@ def error_responses(base: str) -> list[str]:
     """Requests the server answered with an error. 499 is not one: it counts a client that
     hung up (OpenCode drops its title request when the session ends first)."""
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
-    return [line for line in metrics.splitlines()
-            if re.match(r'appliance_requests_total\{route="/v1/[^"]*",status="(5\d\d|4(?!99)\d\d)"\} [1-9]', line)]
+    error = r'appliance_requests_total\{route="/v1/[^"]*",status="(5\d\d|4(?!99)\d\d)"\} [1-9]'
+    return [line for line in metrics.splitlines() if re.match(error, line)]
 
 
 def test_opencode_run_completes(appliance_server, tmp_path):

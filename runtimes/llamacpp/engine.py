@@ -39,6 +39,7 @@ class EngineConfig:
     use_mmap: bool = True
     swa_full: bool = False  # full-size sliding-window cache: more memory, full prefix reuse
     prefix_store_min_tokens: int = 256  # shorter prompts are cheap to recompute
+    prefix_store_disk_bytes: int = 8 << 30
     cpu_extra_buffers: bool | None = None  # ggml weight repacking; None: auto (see model.py)
 
 
@@ -85,6 +86,12 @@ class Engine:
         except BaseException:
             self.model.close()
             raise
+        try:
+            self.ctx.warmup()
+        except BaseException:
+            self.ctx.close()
+            self.model.close()
+            raise
         self.n_ctx: int = self.ctx.n_ctx
         self.n_slots: int = cfg.n_slots
         self.metadata: dict[str, str] = self.model.metadata
@@ -94,6 +101,7 @@ class Engine:
                 Path(cfg.prefix_store_dir),
                 model_key=f"{self.model.file_identity}-{cfg.kv_type}",
                 ram_bytes=cfg.prefix_store_ram_bytes,
+                disk_bytes=cfg.prefix_store_disk_bytes,
                 min_tokens=cfg.prefix_store_min_tokens,
             )
         self.store = store

@@ -250,6 +250,20 @@ class Context:
         self.n_seq: int = p.n_seq
         self.n_threads = threads
 
+    def warmup(self) -> None:
+        """Decode one token and forget it: pages the weights in and builds the compute
+        graph now, so the first request does not pay for it."""
+        tok = self.model.bos_id if self.model.bos_id >= 0 else 0
+        lc.llama_set_warmup(self.ptr, True)
+        try:
+            b = Batch(1, 1)
+            b.add([tok], 0, 0, True)
+            b.decode(self)
+        finally:
+            lc.llama_set_warmup(self.ptr, False)
+            self.seq_rm(0)
+            lc.llama_synchronize(self.ptr)
+
     # -- memory (KV) ------------------------------------------------------------------------
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         return bool(lc.llama_memory_seq_rm(self.mem, seq, p0, p1))

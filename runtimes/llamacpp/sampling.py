@@ -9,6 +9,7 @@ it is resolved either way.
 from __future__ import annotations
 
 import codecs
+import collections
 import ctypes
 import json
 import math
@@ -50,27 +51,50 @@ assert _TOKEN_DATA.itemsize == ctypes.sizeof(lc.llama_token_data)
 
 
 class SamplerChain:
-    """A llama.cpp sampler chain built from `Sampling`; owns the C objects.
+    """Samples one sequence's next token from its logits row; owns the C samplers.
 
-    Without a grammar, llama_sampler_sample does everything in C. With one, checking the
-    grammar against the whole vocabulary every step is slow (150k tokens for Qwen), so we
-    do as llama.cpp's common sampler does: sample without it, check only the chosen token,
-    and only when the grammar rejects it resample with the grammar applied first.
+    Logit bias and repetition penalties are applied with numpy, in place on the row
+    llama.cpp returned (they touch a handful of tokens; llama.cpp's penalty sampler
+    scans all 150k candidates). Greedy is then an argmax; otherwise llama.cpp's chain
+    (top_k, top_p, min_p, temperature, seeded dist) runs in C on the adjusted row.
+
+    A grammar is checked as llama.cpp's common sampler does: sample without it, test
+    only the chosen token, and only if the grammar rejects it resample with the grammar
+    applied first. Applying it to the whole vocabulary every step would be slow.
     """
 
     def __init__(self, model: Any, s: Sampling, prompt_tail: list[int]):
         n_vocab = model.n_vocab
         self.n_vocab = n_vocab
         self.grammar = None
+        self.ptr = None
+        bias = [(int(t), float(b)) for t, b in s.logit_bias.items() if 0 <= int(t) < n_vocab]
+        self._bias_ids = np.array([t for t, _ in bias], dtype=np.int64)
+        self._bias_vals = np.array([b for _, b in bias], dtype=np.float32)
+        self._penalties = (s.repeat_penalty, s.frequency_penalty, s.presence_penalty)
+        self._penalize = s.repeat_penalty != 1.0 or bool(s.frequency_penalty) or bool(s.presence_penalty)
+        if self._penalize and s.repeat_penalty <= 0:
+            raise InvalidRequest("repeat_penalty must be greater than 0")
+        # The penalty window starts with the prompt's tail, as in llama-server.
+        self._window: collections.deque[int] = collections.deque(
+            prompt_tail[-PENALTY_LAST_N:], PENALTY_LAST_N
+        )
+        self._greedy = s.temperature <= 0.0
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         self.ptr = chain
         try:
-            if s.logit_bias:
-                items = [(int(t), float(b)) for t, b in s.logit_bias.items() if 0 <= int(t) < n_vocab]
-                if items:
-                    arr = (lc.llama_logit_bias * len(items))(*[lc.llama_logit_bias(t, b) for t, b in items])
-                    bias = lc.llama_sampler_init_logit_bias(n_vocab, len(items), arr)
-                    lc.llama_sampler_chain_add(chain, bias)
+            if self._greedy:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            else:
+                if s.top_k > 0:
+                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(s.top_k))
+                if 0.0 < s.top_p < 1.0:
+                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+                if s.min_p > 0.0:
+                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
+                seed = _RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
             if s.json_schema is not None:
                 gbnf = schema_to_grammar(s.json_schema)
                 g = lc.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
@@ -84,49 +108,51 @@ class SamplerChain:
                 )
                 self._one = lc.llama_token_data(0, 1.0, 0.0)
                 self._one_arr = lc.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
-            if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
-                pen = lc.llama_sampler_init_penalties(
-                    n_vocab, PENALTY_LAST_N, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
-                )
-                # Seed the penalty window with the prompt's tail (as llama-server does); the
-                # grammar must not see prompt tokens, so they go to this sampler alone.
-                for t in prompt_tail[-PENALTY_LAST_N:]:
-                    lc.llama_sampler_accept(pen, t)
-                lc.llama_sampler_chain_add(chain, pen)
-            if s.temperature <= 0.0:
-                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-            else:
-                if s.top_k > 0:
-                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(s.top_k))
-                if 0.0 < s.top_p < 1.0:
-                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
-                if s.min_p > 0.0:
-                    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
-                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
-                seed = _RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
-                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
         except BaseException:
             self.free()
             raise
 
     def sample(self, ctx_ptr: Any, idx: int) -> int:
         """Sample (and accept) the next token from batch row `idx`."""
-        if self.grammar is None:
-            return lc.llama_sampler_sample(self.ptr, ctx_ptr, idx)
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
-        tok = self._apply(logits, with_grammar=False)
+        row = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
+        if len(self._bias_ids):
+            row[self._bias_ids] += self._bias_vals
+        if self._penalize:
+            self._apply_penalties(row)
+        if self.grammar is not None:
+            tok = self._sample_with_grammar(row)
+        elif self._greedy:
+            tok = int(row.argmax())  # the first maximum, as llama.cpp's greedy sampler picks
+        else:
+            tok = lc.llama_sampler_sample(self.ptr, ctx_ptr, idx)  # reads the adjusted row
+        if self._penalize:
+            self._window.append(tok)
+        return tok
+
+    def _apply_penalties(self, row: np.ndarray) -> None:
+        """llama.cpp's penalties sampler, for the few tokens in the window only."""
+        repeat, freq, present = self._penalties
+        counts = collections.Counter(self._window)
+        ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        n = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
+        vals = row[ids]
+        vals = np.where(vals <= 0, vals * repeat, vals / repeat)
+        row[ids] = vals - n * freq - present
+
+    def _sample_with_grammar(self, row: np.ndarray) -> int:
+        tok = self._apply_chain(row, with_grammar=False)
         self._one.id, self._one.logit, self._one_arr.size = tok, 1.0, 1
         lc.llama_sampler_apply(self.grammar, ctypes.byref(self._one_arr))
         if math.isinf(self._one.logit):
-            tok = self._apply(logits, with_grammar=True)
+            tok = self._apply_chain(row, with_grammar=True)
         lc.llama_sampler_accept(self.grammar, tok)
         lc.llama_sampler_accept(self.ptr, tok)
         return tok
 
-    def _apply(self, logits: np.ndarray, *, with_grammar: bool) -> int:
+    def _apply_chain(self, row: np.ndarray, *, with_grammar: bool) -> int:
         cur, arr = self._cur, self._arr
         cur["id"] = self._ids
-        cur["logit"] = logits
+        cur["logit"] = row
         cur["p"] = 0.0
         arr.data = ctypes.cast(cur.ctypes.data, lc.llama_token_data_p)
         arr.size, arr.selected, arr.sorted = self.n_vocab, -1, False

@@ -337,17 +337,21 @@ class Scheduler:
         for r, take in chunks:
             self.slots.appended(r.slot, take)
             self.counters.prompt_tokens_processed += len(take)
+        prompts_done = []
         for r, _ in chunks:
             if len(r.slot.tokens) == len(r.prompt):
                 r.state = GENERATING
-                if self.store is not None:
-                    self.store.prompt_done(self.ctx, r.slot.seq, r.slot.tokens)
+                prompts_done.append((r.slot.seq, list(r.slot.tokens)))
         ctx_ptr = self.ctx.ptr
         for r, idx in rows:
             if r.cancelled:
                 self._finish(r, "cancelled", "")
                 continue
             self._on_token(r, r.chain.sample(ctx_ptr, idx))
+        if self.store is not None:
+            # After the first tokens went out; the sequences still hold exactly the prompt.
+            for seq, tokens in prompts_done:
+                self.store.prompt_done(self.ctx, seq, tokens)
 
     def _on_token(self, r: Request, tok: int) -> None:
         if not r.t_first:
@@ -421,4 +425,8 @@ class Scheduler:
             r.state = DONE
             r.emit(RuntimeError_("the engine is closed"))
         if self.store is not None:
+            # Keep what the slots hold (e.g. a conversation's latest turn) for the next run.
+            for slot in self.slots.slots:
+                if slot.tokens:
+                    self.store.offer(self.ctx, slot.seq, slot.tokens)
             self.store.close()

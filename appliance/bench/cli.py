@@ -1,0 +1,301 @@
+"""`appliance bench`: measure OpenAI-compatible endpoints side by side; `bench compare`.
+
+appliance bench --target llama=http://127.0.0.1:8080 --model qwen2.5-coder-0.5b-instruct
+appliance bench compare RUN.json [OTHER.json] [--baseline NAME] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from appliance.bench import compare as compare_mod
+from appliance.bench import results as results_mod
+from appliance.bench.settings import WORKLOADS, Settings, TargetState
+from appliance.bench.targets import Target, TargetSpecError, check_unique, parse_target
+
+HELP = "benchmark OpenAI-compatible endpoints (ours, llama-server, vLLM, ...) on the same workloads"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def _workloads(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [n for n in names if n not in WORKLOADS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown workload(s) {bad}; choose from {', '.join(WORKLOADS)}")
+    return names
+
+
+def _default_out() -> Path:
+    try:
+        from appliance.paths import data_dir
+
+        return data_dir() / "bench"
+    except Exception:
+        return Path("bench-results")
+
+
+def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument(
+        "action",
+        nargs="*",
+        metavar="compare FILE [FILE]",
+        help="`compare A.json [B.json]`: ratios between runs or targets instead of measuring",
+    )
+    g = p.add_argument_group("what to measure")
+    g.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=URL[,model=ID][,key=ENV]",
+        help="an OpenAI-compatible endpoint (repeatable); key=ENV names the API key's variable",
+    )
+    g.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="start `appliance serve --model NAME` for this catalog model and measure it (repeatable)",
+    )
+    g.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the started `appliance serve` (repeatable, e.g. --serve-arg=--slots=4)",
+    )
+    g.add_argument(
+        "--start-timeout", type=float, default=900.0, help="seconds to wait for /health (default 900)"
+    )
+    w = p.add_argument_group("workloads")
+    w.add_argument(
+        "--workload",
+        type=_workloads,
+        default=["decode", "concurrency", "trace"],
+        help=f"comma list of {','.join(WORKLOADS)} (default decode,concurrency,trace)",
+    )
+    w.add_argument(
+        "--prompt-sizes",
+        type=_ints,
+        default=[128, 1024, 4096, 8192],
+        help="prompt tokens for decode/prefill (default 128,1024,4096,8192; over the context: skipped)",
+    )
+    w.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="output tokens per decode/concurrency request (default 128)",
+    )
+    w.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8], help="stream counts (default 1,2,4,8)")
+    w.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="DIR|synthetic",
+        help="agent trace folder of request bodies, or `synthetic` (repeatable; default synthetic)",
+    )
+    w.add_argument(
+        "--trace-max-tokens",
+        type=int,
+        default=32,
+        help="override each trace request's max_tokens (default 32; 0 keeps the agent's)",
+    )
+    w.add_argument(
+        "--trace-warm",
+        action="store_true",
+        help="replay traces verbatim; by default each repetition is tagged as a new (cold) session",
+    )
+    w.add_argument(
+        "--session-fillers",
+        type=int,
+        default=4,
+        help="session: requests sent between the cold and the new session (default 4, to evict the slots)",
+    )
+    m = p.add_argument_group("method")
+    m.add_argument("--repeat", type=int, default=3, help="repetitions; medians with min and max (default 3)")
+    m.add_argument(
+        "--no-warmup", action="store_true", help="skip the warm-up generation (calibration still runs)"
+    )
+    m.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
+    m.add_argument("--temperature", type=float, default=0.0)
+    m.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    m.add_argument("--model-bytes", type=int, help="bytes read per token (model file size) for the ceiling")
+    m.add_argument("--gguf", type=Path, help="the GGUF the targets serve (its size gives the ceiling)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None, help="results folder (default DATA_DIR/bench)")
+    o.add_argument("--no-chart", action="store_true")
+    o.add_argument("--quiet", action="store_true", help="no live table")
+    c = p.add_argument_group("compare")
+    c.add_argument("--baseline", help="compare: the target others are divided by (default: the first)")
+    c.add_argument("--markdown", action="store_true", help="compare: print a Markdown table")
+    return p
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `appliance bench` on the top-level CLI's subparsers."""
+    p = subparsers.add_parser(
+        "bench", help=HELP, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    configure(p)
+    p.set_defaults(func=run_args)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return configure(
+        argparse.ArgumentParser(
+            prog="appliance bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+    )
+
+
+def main(argv: list[str]) -> int:
+    return run_args(build_parser().parse_args(argv))
+
+
+def run_args(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.action:
+        if args.action[0] != "compare" or len(args.action) not in (2, 3):
+            console.print("usage: appliance bench compare A.json [B.json] [--baseline NAME] [--markdown]")
+            return 2
+        return cmd_compare(console, args.action[1:], args.baseline, args.markdown)
+    return cmd_run(console, args)
+
+
+def cmd_compare(console: Console, files: list[str], baseline: str | None, as_markdown: bool) -> int:
+    try:
+        runs = [results_mod.load(f) for f in files]
+        if len(runs) == 2:
+            rows = compare_mod.compare_runs(runs[0], runs[1])
+            title = f"{files[1]} / {files[0]} (ratios of medians)"
+        else:
+            rows = compare_mod.compare_within(runs[0], baseline)
+            title = f"{files[0]}: each target / baseline (ratios of medians)"
+    except (OSError, ValueError) as e:
+        console.print(f"[red]compare: {e}[/red]")
+        return 2
+    if as_markdown:
+        if len(runs) == 1:
+            print(compare_mod.markdown_summary(runs[0]) + "\n")
+        print(compare_mod.markdown(rows))
+    else:
+        compare_mod.print_rows(console, rows, title)
+    return 0 if rows else 1
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        workloads=args.workload,
+        prompt_sizes=args.prompt_sizes,
+        max_tokens=args.max_tokens,
+        concurrency=args.concurrency,
+        traces=args.trace or ["synthetic"],
+        trace_max_tokens=args.trace_max_tokens or None,
+        trace_cold=not args.trace_warm,
+        session_fillers=args.session_fillers,
+        repeat=max(1, args.repeat),
+        warmup=not args.no_warmup,
+        timeout_s=args.timeout,
+        ignore_eos=not args.no_ignore_eos,
+        temperature=args.temperature,
+    )
+
+
+def _model_bytes(args: argparse.Namespace) -> int | None:
+    from appliance.bench.machine import catalog_model_bytes
+
+    if args.model_bytes:
+        return args.model_bytes
+    if args.gguf and args.gguf.is_file():
+        return args.gguf.stat().st_size
+    return catalog_model_bytes(args.model[0]) if args.model else None
+
+
+def cmd_run(console: Console, args: argparse.Namespace) -> int:
+    from appliance.bench import chart, machine, report, runner
+    from appliance.bench.serve import ManagedServer, ServerStartError
+
+    try:
+        targets = [parse_target(spec) for spec in args.target]
+        check_unique(targets)
+    except TargetSpecError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+    if not targets and not args.model:
+        console.print("[red]nothing to measure: give --target NAME=URL and/or --model NAME[/red]")
+        return 2
+    settings = settings_from(args)
+    try:
+        loaded = runner.load_traces(settings)
+    except (OSError, ValueError) as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+
+    # Group 0: the given endpoints and the first started model, interleaved; then one group per other model.
+    groups: list[tuple[list[Target], str | None]] = [(targets, args.model[0] if args.model else None)]
+    groups += [([], name) for name in args.model[1:]]
+    names = [t.name for t in targets] + [f"appliance:{m}" for m in args.model]
+    live = runner.NullReporter() if args.quiet else report.LiveReport(console, names)
+    states: list[TargetState] = []
+    samples = []
+    try:
+        for group_targets, model in groups:
+            server = ManagedServer(model, args.serve_arg) if model else None
+            group = list(group_targets)
+            if server:
+                console.print(f"starting: {' '.join(server.command)}")
+                try:
+                    server.start(args.start_timeout)
+                    group.append(server.target)
+                except (ServerStartError, OSError) as e:
+                    failed = TargetState(target=server.target, error=f"appliance serve did not start: {e}")
+                    states.append(failed)
+                    live.target(failed)
+            try:
+                if group:
+                    s, smp = runner.run(group, settings, live, loaded)
+                    states += s
+                    samples += smp
+            finally:
+                if server:
+                    server.stop()
+    finally:
+        live.end()
+
+    mach = machine.describe_machine()
+    res = results_mod.build(
+        command=["appliance", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else sys.argv,
+        settings=settings.describe() | {"traces_loaded": [(t.name, t.source, t.n_requests) for t in loaded]},
+        machine=mach,
+        targets=runner.describe_states(states),
+        samples=samples,
+        ceiling=machine.ceiling(mach, _model_bytes(args)),
+    )
+    out_dir = args.out or _default_out()
+    path = results_mod.save(res, out_dir)
+    report.print_results(console, res, states)
+    console.print(f"results: {path}")
+    if not args.no_chart:
+        try:
+            png = chart.write_chart(res, path.with_suffix(".png"))
+        except ImportError:
+            png = None
+            console.print("no chart: matplotlib is not installed (pip install matplotlib)")
+        if png:
+            console.print(f"chart:   {png}")
+    return 0 if any(s.ok for s in samples) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
