@@ -245,11 +245,15 @@ def test_full_queue_is_overloaded(smollm_path):
 def test_max_tokens_is_clamped_to_the_context(smollm_path):
     eng = make(smollm_path, n_ctx=256)
     try:
-        prompt = eng.tokenize(chat("Repeat the word 'ok' forever."))
+        prompt = eng.tokenize(chat("Repeat the word 'ok' forever: " + "ok " * 180, system=""))
+        assert 150 < len(prompt) < eng.n_ctx
         no_end = {t: -1e9 for t in range(eng.model.n_vocab) if eng.is_eog(t)}
         _, steps = run(eng, prompt, Sampling(temperature=0.0, max_tokens=32000, logit_bias=no_end))
         assert steps[-1].finish_reason == "length"
-        assert steps[-1].usage.completion_tokens == 256 - len(prompt)
+        assert steps[-1].usage.completion_tokens == eng.n_ctx - len(prompt)
+        # A max_tokens that fits is honoured as asked.
+        _, steps = run(eng, prompt, Sampling(temperature=0.0, max_tokens=5, logit_bias=no_end))
+        assert steps[-1].finish_reason == "length" and steps[-1].usage.completion_tokens == 5
     finally:
         eng.close()
 
@@ -424,3 +428,13 @@ def test_penalties_match_llama_cpps_own_sampler(smollm_path):
     finally:
         ctx.close()
         model.close()
+
+
+def test_bad_sampling_options_are_refused_before_the_first_step(smol):
+    from runtimes.base import InvalidRequest
+
+    prompt = smol.tokenize("Hi")
+    for bad in (Sampling(repeat_penalty=0.0), Sampling(json_schema={"type": "object", "$ref": "#/nowhere"})):
+        with pytest.raises(InvalidRequest):
+            run(smol, prompt, bad)
+    assert smol.stats().slots_busy == 0

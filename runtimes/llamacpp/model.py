@@ -231,6 +231,8 @@ class Context:
             kv = KV_TYPES[p.kv_type]
         except KeyError:
             raise ValueError(f"kv_type must be one of {sorted(KV_TYPES)}, not {p.kv_type!r}") from None
+        if p.kv_type != "f16" and not p.flash_attn:
+            raise ValueError("a quantized KV cache needs flash attention (llama.cpp's V cache rule)")
         cp.type_k = kv
         cp.type_v = kv
         cp.kv_unified = True

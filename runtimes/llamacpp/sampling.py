@@ -46,6 +46,15 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
         raise InvalidRequest(f"unsupported JSON schema: {e}") from e
 
 
+def check_sampling(s: Sampling) -> None:
+    """Refuse options llama.cpp's samplers would misbehave on."""
+    if not (s.repeat_penalty > 0 and math.isfinite(s.repeat_penalty)):
+        raise InvalidRequest("repeat_penalty must be a finite number greater than 0")
+    for name in ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty"):
+        if not math.isfinite(getattr(s, name)):
+            raise InvalidRequest(f"{name} must be a finite number")
+
+
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 assert _TOKEN_DATA.itemsize == ctypes.sizeof(lc.llama_token_data)
 
@@ -63,7 +72,7 @@ class SamplerChain:
     applied first. Applying it to the whole vocabulary every step would be slow.
     """
 
-    def __init__(self, model: Any, s: Sampling, prompt_tail: list[int]):
+    def __init__(self, model: Any, s: Sampling, prompt_tail: list[int], grammar: str | None = None):
         n_vocab = model.n_vocab
         self.n_vocab = n_vocab
         self.grammar = None
@@ -73,8 +82,7 @@ class SamplerChain:
         self._bias_vals = np.array([b for _, b in bias], dtype=np.float32)
         self._penalties = (s.repeat_penalty, s.frequency_penalty, s.presence_penalty)
         self._penalize = s.repeat_penalty != 1.0 or bool(s.frequency_penalty) or bool(s.presence_penalty)
-        if self._penalize and s.repeat_penalty <= 0:
-            raise InvalidRequest("repeat_penalty must be greater than 0")
+        check_sampling(s)
         # The penalty window starts with the prompt's tail, as in llama-server.
         self._window: collections.deque[int] = collections.deque(
             prompt_tail[-PENALTY_LAST_N:], PENALTY_LAST_N
@@ -95,9 +103,10 @@ class SamplerChain:
                 lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
                 seed = _RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
                 lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
-            if s.json_schema is not None:
-                gbnf = schema_to_grammar(s.json_schema)
-                g = lc.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
+            if grammar is None and s.json_schema is not None:
+                grammar = schema_to_grammar(s.json_schema)
+            if grammar is not None:
+                g = lc.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
                 if not g:
                     raise InvalidRequest("the JSON schema produced a grammar llama.cpp cannot parse")
                 self.grammar = g

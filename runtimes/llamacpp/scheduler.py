@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtimes.base import ContextLengthExceeded, InvalidRequest, Overloaded, RuntimeError_, Sampling, Usage
 from runtimes.llamacpp.model import Batch, Context, Model
-from runtimes.llamacpp.sampling import SamplerChain, TextAssembler
+from runtimes.llamacpp.sampling import SamplerChain, TextAssembler, check_sampling, schema_to_grammar
 from runtimes.llamacpp.slots import Slot, SlotTable
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Request:
     last_token: int = -1
     cached: int = 0
     cancelled: bool = False
+    grammar: str | None = None  # GBNF from the JSON schema, converted at submission
     t_submit: float = field(default_factory=time.monotonic)
     t_first: float = 0.0
 
@@ -122,9 +123,11 @@ class Scheduler:
             raise ContextLengthExceeded(len(prompt), self.n_ctx)
         if any(t < 0 or t >= self.model.n_vocab for t in prompt):
             raise InvalidRequest("the prompt holds token ids outside the vocabulary")
+        check_sampling(sampling)
+        grammar = schema_to_grammar(sampling.json_schema) if sampling.json_schema is not None else None
         room = self.n_ctx - len(prompt)
         max_new = room if sampling.max_tokens is None else max(1, min(sampling.max_tokens, room))
-        req = Request(list(prompt), sampling, max_new, loop, asyncio.Queue())
+        req = Request(list(prompt), sampling, max_new, loop, asyncio.Queue(), grammar=grammar)
         with self._cv:
             if self._stopping:
                 raise RuntimeError_("the engine is closed")
@@ -223,6 +226,14 @@ class Scheduler:
 
     def _start(self, req: Request, placement: Any) -> None:
         slot = placement.slot
+        try:
+            req.chain = SamplerChain(self.model, req.sampling, req.prompt, req.grammar)
+        except RuntimeError_ as e:  # e.g. a grammar llama.cpp cannot parse
+            with self._cv:
+                self.slots.release(slot)
+                req.state = DONE
+            req.emit(e)
+            return
         req.slot = slot
         if placement.discarded() > 0 and self.store is not None:
             self.store.offer(self.ctx, slot.seq, slot.tokens)
@@ -238,13 +249,6 @@ class Scheduler:
         self.counters.prompt_tokens_cached += keep
         self.counters.requests_total += 1
         self._make_room(len(req.prompt) - keep)
-        try:
-            req.chain = SamplerChain(self.model, req.sampling, req.prompt)
-        except RuntimeError_ as e:
-            self.slots.release(slot)
-            req.state = DONE
-            req.emit(e)
-            return
         req.text = TextAssembler(req.sampling.stop)
         self._active.append(req)
 
