@@ -15,6 +15,7 @@ from appliance.bench.stats import percentile, summarize
 from appliance.bench.targets import TargetSpecError, parse_target
 from appliance.bench.traces import load_folder, prepare
 
+# Timing tolerances leave room for a loaded 2-core machine (other jobs share it).
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -85,7 +86,7 @@ def test_decode_rate_ttft_and_prompt_size(fake):
     )
     for case in ("prompt=128", "prompt=1024"):
         assert median(summary, "fake", "decode", case, "decode_tok_s") == pytest.approx(100, rel=0.1)
-        assert median(summary, "fake", "decode", case, "ttft_s") == pytest.approx(0.08, abs=0.03)
+        assert median(summary, "fake", "decode", case, "ttft_s") == pytest.approx(0.08, abs=0.05)
         assert median(summary, "fake", "decode", case, "itl_p50_s") == pytest.approx(0.01, abs=0.003)
         assert median(summary, "fake", "decode", case, "completion_tokens") == 40
     # Prompt size is calibrated from the server's own usage.
@@ -174,7 +175,7 @@ def test_trace_replay_reads_cached_tokens(tmp_path: Path, fake):
     assert steps["req02"]["cached_tokens"]["median"] > 200  # the whole previous prompt
     assert steps["req03"]["cached_tokens"]["median"] > steps["req02"]["cached_tokens"]["median"]
     assert entry["metrics"]["total_s"]["median"] == pytest.approx(3 * (0.08 + 0.04), abs=0.15)
-    assert steps["req02"]["ttft_s"]["median"] == pytest.approx(0.08, abs=0.03)
+    assert steps["req02"]["ttft_s"]["median"] == pytest.approx(0.08, abs=0.05)
 
 
 def test_trace_order_file_sends_together(tmp_path: Path):

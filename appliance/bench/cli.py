@@ -222,9 +222,63 @@ def _model_bytes(args: argparse.Namespace) -> int | None:
     return catalog_model_bytes(args.model[0]) if args.model else None
 
 
-def cmd_run(console: Console, args: argparse.Namespace) -> int:
-    from appliance.bench import chart, machine, report, runner
+class Recorder:
+    """Keeps every target state and sample, and rewrites the results file after each sample,
+    so an interrupted long run (an hour of agent traces) still leaves what it measured."""
+
+    def __init__(self, inner: Any, write: Any):
+        self.inner = inner
+        self.write = write
+        self.states: dict[str, TargetState] = {}
+        self.samples: list = []
+
+    def begin(self, total_steps: int) -> None:
+        self.inner.begin(total_steps)
+
+    def target(self, state: TargetState) -> None:
+        self.states[state.target.name] = state
+        self.inner.target(state)
+
+    def sample(self, sample) -> None:
+        self.samples.append(sample)
+        self.inner.sample(sample)
+        self.write(self)
+
+    def end(self) -> None:
+        self.inner.end()
+
+
+def _run_groups(
+    console: Console, args: argparse.Namespace, targets: list[Target], settings, loaded, rec
+) -> None:
+    """Group 0: the given endpoints and the first started model, interleaved; then one per model."""
+    from appliance.bench import runner
     from appliance.bench.serve import ManagedServer, ServerStartError
+
+    groups: list[tuple[list[Target], str | None]] = [(targets, args.model[0] if args.model else None)]
+    groups += [([], name) for name in args.model[1:]]
+    for group_targets, model in groups:
+        server = ManagedServer(model, args.serve_arg) if model else None
+        group = list(group_targets)
+        if server:
+            console.print(f"starting: {' '.join(server.command)}")
+            try:
+                server.start(args.start_timeout)
+                group.append(server.target)
+            except (ServerStartError, OSError) as e:
+                rec.target(TargetState(target=server.target, error=f"appliance serve did not start: {e}"))
+        try:
+            if group:
+                runner.run(group, settings, rec, loaded)
+        finally:
+            if server:
+                server.stop()
+
+
+def cmd_run(console: Console, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from appliance.bench import chart, machine, report, runner
 
     try:
         targets = [parse_target(spec) for spec in args.target]
@@ -242,49 +296,32 @@ def cmd_run(console: Console, args: argparse.Namespace) -> int:
         console.print(f"[red]{e}[/red]")
         return 2
 
-    # Group 0: the given endpoints and the first started model, interleaved; then one group per other model.
-    groups: list[tuple[list[Target], str | None]] = [(targets, args.model[0] if args.model else None)]
-    groups += [([], name) for name in args.model[1:]]
+    created = datetime.now(UTC)
+    mach = machine.describe_machine()
+    path = results_mod.result_path(args.out or _default_out(), created, settings.run_id)
+
+    def results(rec: Recorder) -> dict[str, Any]:
+        return results_mod.build(
+            command=["appliance", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else sys.argv,
+            settings=settings.describe()
+            | {"traces_loaded": [(t.name, t.source, t.n_requests) for t in loaded]},
+            machine=mach,
+            targets=runner.describe_states(list(rec.states.values())),
+            samples=rec.samples,
+            ceiling=machine.ceiling(mach, _model_bytes(args)),
+            created=created,
+        )
+
     names = [t.name for t in targets] + [f"appliance:{m}" for m in args.model]
     live = runner.NullReporter() if args.quiet else report.LiveReport(console, names)
-    states: list[TargetState] = []
-    samples = []
+    rec = Recorder(live, lambda r: results_mod.write(results(r), path))
     try:
-        for group_targets, model in groups:
-            server = ManagedServer(model, args.serve_arg) if model else None
-            group = list(group_targets)
-            if server:
-                console.print(f"starting: {' '.join(server.command)}")
-                try:
-                    server.start(args.start_timeout)
-                    group.append(server.target)
-                except (ServerStartError, OSError) as e:
-                    failed = TargetState(target=server.target, error=f"appliance serve did not start: {e}")
-                    states.append(failed)
-                    live.target(failed)
-            try:
-                if group:
-                    s, smp = runner.run(group, settings, live, loaded)
-                    states += s
-                    samples += smp
-            finally:
-                if server:
-                    server.stop()
+        _run_groups(console, args, targets, settings, loaded, rec)
     finally:
         live.end()
-
-    mach = machine.describe_machine()
-    res = results_mod.build(
-        command=["appliance", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else sys.argv,
-        settings=settings.describe() | {"traces_loaded": [(t.name, t.source, t.n_requests) for t in loaded]},
-        machine=mach,
-        targets=runner.describe_states(states),
-        samples=samples,
-        ceiling=machine.ceiling(mach, _model_bytes(args)),
-    )
-    out_dir = args.out or _default_out()
-    path = results_mod.save(res, out_dir)
-    report.print_results(console, res, states)
+    res = results(rec)
+    results_mod.write(res, path)
+    report.print_results(console, res, list(rec.states.values()))
     console.print(f"results: {path}")
     if not args.no_chart:
         try:
@@ -294,7 +331,7 @@ def cmd_run(console: Console, args: argparse.Namespace) -> int:
             console.print("no chart: matplotlib is not installed (pip install matplotlib)")
         if png:
             console.print(f"chart:   {png}")
-    return 0 if any(s.ok for s in samples) else 1
+    return 0 if any(s.ok for s in rec.samples) else 1
 
 
 if __name__ == "__main__":

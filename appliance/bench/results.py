@@ -124,12 +124,16 @@ def build(
     }
 
 
-def save(results: dict[str, Any], out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = results["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
-    path = out / f"bench-{stamp}-{results['settings'].get('run_id', 'run')}.json"
-    path.write_text(json.dumps(results, indent=1, default=str))
+def result_path(out_dir: str | Path, created: datetime, run_id: str) -> Path:
+    return Path(out_dir) / f"bench-{created.strftime('%Y%m%dT%H%M%SZ')}-{run_id}.json"
+
+
+def write(results: dict[str, Any], path: Path) -> Path:
+    """Write atomically (a reader never sees half a file, even mid-run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    tmp.replace(path)
     return path
 
 
