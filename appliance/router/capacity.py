@@ -1,0 +1,77 @@
+"""Capacity: does a request fit the local model's context, and how long would it wait?
+
+Counting uses the local runtime's own tokenizer when it offers one
+(`count_prompt_tokens`, as LlamaCppRuntime does), but only near the limit: byte
+length bounds the token count from above (byte-level BPE vocabularies make at
+most about one token per byte, plus template framing), so short prompts need no
+tokenization at all. Queue wait is estimated from the runtime's stats and the
+measured duration of recent local requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from runtimes.base import ChatRequest, Runtime
+
+FRAMING_TOKENS_PER_MESSAGE = 16  # role markers and separators a chat template adds
+CHARS_PER_TOKEN_ESTIMATE = 3.0  # used only when the runtime cannot count
+
+
+def _request_bytes(req: ChatRequest) -> int:
+    n = 0
+    for msg in req.messages:
+        content = msg.get("content")
+        n += len(content.encode()) if isinstance(content, str) else 0
+        if msg.get("tool_calls"):
+            n += len(json.dumps(msg["tool_calls"]).encode())
+    if req.tools:
+        n += len(json.dumps(req.tools).encode())
+    return n
+
+
+def prompt_tokens(runtime: Runtime, req: ChatRequest) -> int:
+    """The prompt's token count: exact when the runtime can count, else an estimate."""
+    counter = getattr(runtime, "count_prompt_tokens", None)
+    if counter is not None:
+        return int(counter(req))
+    n_bytes = _request_bytes(req)
+    return int(n_bytes / CHARS_PER_TOKEN_ESTIMATE) + FRAMING_TOKENS_PER_MESSAGE * (len(req.messages) + 1)
+
+
+def fits_context(runtime: Runtime, req: ChatRequest) -> bool:
+    """True if the prompt leaves at least one token of the local context for the answer."""
+    upper = _request_bytes(req) + FRAMING_TOKENS_PER_MESSAGE * (len(req.messages) + 1) + 512
+    if upper < runtime.n_ctx:
+        return True  # cannot be too long: skip tokenizing
+    return prompt_tokens(runtime, req) < runtime.n_ctx
+
+
+class QueueWait:
+    """Expected wait for a local slot: requests ahead per slot x mean local request time."""
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = alpha
+        self._mean_s: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, duration_s: float) -> None:
+        """Feed the duration of a finished local request (the API does, for every one)."""
+        with self._lock:
+            m = self._mean_s
+            self._mean_s = duration_s if m is None else m + self.alpha * (duration_s - m)
+
+    def estimate_s(self, runtime: Runtime) -> float:
+        if self._mean_s is None:
+            return 0.0  # nothing measured yet: no grounds to spill
+        try:
+            st = runtime.stats()
+        except Exception:
+            return 0.0
+        if st.slots_total <= 0 or (st.slots_busy < st.slots_total and st.queue_depth == 0):
+            return 0.0
+        ahead = st.queue_depth + 1
+        return ahead * self._mean_s / st.slots_total
+
+

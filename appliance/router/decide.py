@@ -1,0 +1,237 @@
+"""`Router.decide`: local or cloud for one request, with a short reason.
+
+Precedence (issue 5): the client's explicit choice, air-gap, privacy and policy
+pins, capacity, tier; otherwise local. Air-gap, privacy and policy are vetoes:
+they keep a request local even against an explicit cloud choice (which is then
+refused, not silently served elsewhere). Cloud also needs a configured provider
+and budget left. Reasons are machine-readable tags (`tier:cloud(0.91)`,
+`privacy:private_key`, `capacity:context`, `override:header`) and never contain
+prompt text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from appliance.router.capacity import QueueWait, fits_context
+from appliance.router.policy import Subject, pinned, project_of
+from appliance.router.settings import PinRule, RouterSettings
+from appliance.router.sticky import StickySessions, is_tool_turn, session_key
+from runtimes.base import ChatRequest, Runtime
+
+Route = Literal["local", "cloud"]
+LOCAL_NAMES = frozenset({"local", "auto"})  # `auto` lets the router pick, served as the default model
+
+
+@dataclass(frozen=True)
+class Decision:
+    route: Route
+    reason: str
+    model: str  # what serves it: the local runtime id or the cloud model name
+    runtime: Runtime | None = field(default=None, compare=False)  # the local runtime, when local
+
+
+class Refusal(Exception):
+    """The request needs the cloud and may not (or cannot) have it; answered with a 4xx."""
+
+    def __init__(self, status: int, code: str, reason: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class RouteRequest:
+    """What the router may look at: the request plus the client's routing signals."""
+
+    model: str  # as the client sent it
+    chat: ChatRequest
+    route_header: str | None = None  # x-appliance-route
+    project_header: str | None = None  # x-appliance-project
+    api_key: str | None = None  # the bearer/x-api-key the client sent
+
+
+@dataclass(frozen=True)
+class CloudSide:
+    """What the router knows of the cloud: model names clients may ask for, and whether
+    a client exists (never in air-gapped mode, even when providers are configured)."""
+
+    models: frozenset[str] = frozenset()  # lowercased
+    default_model: str | None = None
+    enabled: bool = False
+
+    def knows(self, name: str) -> bool:
+        return name.strip().lower() in self.models
+
+
+class Router:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        *,
+        local_for: Callable[[str], Runtime | None],
+        cloud: CloudSide,
+        classify: Callable[[str], Any],
+        latest_user_text: Callable[[list[dict[str, Any]]], str],
+        guard: Any,
+        pin_rules: Iterable[PinRule] = (),
+        budget_ok: Callable[[], bool] = lambda: True,
+    ):
+        self.settings = settings
+        self.local_for = local_for
+        self.cloud = cloud
+        self.classify = classify
+        self.latest_user_text = latest_user_text
+        self.guard = guard
+        self.pin_rules = list(pin_rules)
+        self.budget_ok = budget_ok
+        self.sticky = StickySessions(settings.sticky_sessions)
+        self.queue = QueueWait()
+
+    # -- the decision ---------------------------------------------------------------------
+    def decide(self, rr: RouteRequest) -> Decision:
+        explicit = self._explicit(rr)
+        if explicit is not None and explicit[0] == "local":
+            return self._local(rr, explicit[1])
+        veto = self._veto(rr)
+        if explicit is not None:
+            return self._cloud_or_refuse(rr, explicit[1], veto, fallback_local=False)
+        if veto is not None and veto != "air-gapped":
+            return self._local_if_fits(rr, veto)  # air-gapped: capacity/tier below say if it is refused
+        sticky = self._sticky(rr)
+        if sticky is not None:
+            return sticky
+        decision = self._by_need(rr)
+        self._remember(rr, decision)
+        return decision
+
+    def _explicit(self, rr: RouteRequest) -> tuple[Route, str] | None:
+        header = (rr.route_header or "").strip().lower()
+        if header in ("local", "cloud"):
+            return header, "override:header"  # type: ignore[return-value]
+        name = rr.model.strip().lower()
+        if name in LOCAL_NAMES - {"auto"}:
+            return "local", "override:model"
+        if self.cloud.knows(name):
+            return "cloud", "override:model"
+        return None
+
+    def _veto(self, rr: RouteRequest) -> str | None:
+        """Why this request may never leave the machine, if it may not."""
+        if self.settings.air_gapped:
+            return "air-gapped"
+        findings = self.guard.scan(_outbound_text(rr.chat))
+        if findings:
+            kinds = sorted({f.kind for f in findings})
+            return "privacy:" + "+".join(kinds)
+        subject = Subject(project_of(rr.project_header, rr.chat.messages), rr.api_key, rr.model)
+        rule = pinned(self.pin_rules, subject)
+        if rule is not None:
+            return f"policy:{rule.label()}"
+        return None
+
+    def _sticky(self, rr: RouteRequest) -> Decision | None:
+        key = session_key(rr.chat.messages) if is_tool_turn(rr.chat.messages) else None
+        remembered = self.sticky.get(key) if key else None
+        if remembered is None:
+            return None
+        route, reason = remembered
+        if route == "cloud" and self._why_not_cloud() is None:
+            return self._cloud(f"sticky:{reason}")
+        runtime = self._local_runtime(rr)
+        if route == "local" and runtime is not None and fits_context(runtime, rr.chat):
+            return Decision("local", f"sticky:{reason}", runtime.id, runtime)
+        return None  # the session's route is no longer possible: decide afresh
+
+    def _by_need(self, rr: RouteRequest) -> Decision:
+        """Capacity first, then tier; cloud only when possible, else local and say why."""
+        runtime = self._local_runtime(rr)
+        if runtime is not None and not fits_context(runtime, rr.chat):
+            return self._cloud_or_refuse(rr, "capacity:context", None, fallback_local=False)
+        if runtime is not None:
+            wait = self.queue.estimate_s(runtime)
+            if wait > self.settings.queue_wait_bound_s:
+                return self._cloud_or_refuse(rr, f"capacity:queue({wait:.0f}s)", None, fallback_local=True)
+        verdict = self.classify(self.latest_user_text(rr.chat.messages))
+        threshold = self.settings.tier_threshold
+        wants_cloud = verdict.score >= threshold if threshold is not None else verdict.tier == "cloud"
+        tag = f"tier:{'cloud' if wants_cloud else 'local'}({verdict.score:.2f})"
+        if not wants_cloud:
+            return self._local(rr, tag)
+        refuse = self.settings.air_gapped and self.settings.air_gapped_refuse_tier
+        return self._cloud_or_refuse(rr, tag, None, fallback_local=not refuse)
+
+    # -- outcomes -------------------------------------------------------------------------
+    def _cloud_or_refuse(
+        self, rr: RouteRequest, why: str, veto: str | None, *, fallback_local: bool
+    ) -> Decision:
+        """Cloud for `why`, unless vetoed or impossible: then local (if allowed and it fits) or a refusal."""
+        blocked = veto or self._why_not_cloud()
+        if blocked is None:
+            return self._cloud(why)
+        reason = f"{why},{blocked}"
+        if fallback_local:
+            return self._local_if_fits(rr, reason)
+        raise _refusal(reason, blocked, needs_context=why == "capacity:context")
+
+    def _why_not_cloud(self) -> str | None:
+        if self.settings.air_gapped:
+            return "air-gapped"
+        if not self.cloud.enabled or not self.cloud.models:
+            return "no-provider"
+        if not self.budget_ok():
+            return "budget"
+        return None
+
+    def _cloud(self, reason: str, model: str | None = None) -> Decision:
+        name = model or self.settings.default_cloud_model or self.cloud.default_model or ""
+        return Decision("cloud", reason, name)
+
+    def _local_runtime(self, rr: RouteRequest) -> Runtime | None:
+        name = rr.model.strip()
+        return self.local_for("default" if name.lower() in LOCAL_NAMES or self.cloud.knows(name) else name)
+
+    def _local(self, rr: RouteRequest, reason: str) -> Decision:
+        runtime = self._local_runtime(rr)
+        return Decision("local", reason, runtime.id if runtime else rr.model, runtime)
+
+    def _local_if_fits(self, rr: RouteRequest, reason: str) -> Decision:
+        runtime = self._local_runtime(rr)
+        if runtime is not None and not fits_context(runtime, rr.chat):
+            raise _refusal(f"{reason},capacity:context", reason, needs_context=True)
+        return self._local(rr, reason)
+
+    def _remember(self, rr: RouteRequest, decision: Decision) -> None:
+        key = session_key(rr.chat.messages)
+        if key is not None:
+            self.sticky.put(key, decision.route, decision.reason.removeprefix("sticky:"))
+
+
+def _outbound_text(req: ChatRequest) -> str:
+    """Everything a cloud provider would receive, as one text for the privacy scan."""
+    parts: list[str] = []
+    for msg in req.messages:
+        content = msg.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        for call in msg.get("tool_calls") or ():
+            args = (call.get("function") or {}).get("arguments")
+            parts.append(args if isinstance(args, str) else str(args))
+    return "\n".join(parts)
+
+
+def _refusal(reason: str, blocked: str, *, needs_context: bool) -> Refusal:
+    if needs_context:
+        return Refusal(
+            400, "context_length_exceeded", reason,
+            f"The prompt does not fit the local model's context and may not go to the cloud ({blocked}).",
+        )
+    if blocked == "budget":
+        return Refusal(429, "budget_exceeded", reason, "Today's cloud budget is spent; this needs the cloud.")
+    if blocked == "no-provider":
+        return Refusal(400, "no_cloud_provider", reason, "This needs the cloud; no provider is configured.")
+    return Refusal(403, "cloud_not_allowed", reason, f"This needs the cloud, not allowed here ({blocked}).")
