@@ -96,11 +96,12 @@ class ContextLengthExceeded(RuntimeError_):
     code = "context_length_exceeded"
     type = "invalid_request_error"
 
-    def __init__(self, prompt_tokens: int, n_ctx: int):
+    def __init__(self, prompt_tokens: int, n_ctx: int, message: str | None = None):
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
         super().__init__(
-            f"This model's context is {n_ctx} tokens; your prompt has {prompt_tokens} tokens "
+            message
+            or f"This model's context is {n_ctx} tokens; your prompt has {prompt_tokens} tokens "
             f"(at least one token must be left for the answer). Shorten the prompt; it was not truncated."
         )
 
@@ -119,6 +120,35 @@ class InvalidRequest(RuntimeError_):
     status = 400
     code = "invalid_request"
     type = "invalid_request_error"
+
+
+class UpstreamError(RuntimeError_):
+    """A server we forward to (cloud provider, vLLM child) failed or could not be reached.
+
+    `upstream_status` is its HTTP status (None: no answer at all); `retryable` says whether
+    trying again (same or another provider) may help, which is what the cloud pool branches on.
+    """
+
+    status = 502
+    code = "upstream_error"
+    type = "server_error"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None, retryable: bool = True):
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class CloudUnavailable(RuntimeError_):
+    """Every configured provider for a cloud model failed before its first token."""
+
+    status = 503
+    code = "cloud_unavailable"
+    type = "server_error"
+
+    def __init__(self, message: str, reason: str = "unavailable"):
+        self.reason = reason  # short tag for the x-appliance-reason header: all-failed, cooling-down, ...
+        super().__init__(message)
 
 
 @dataclass

@@ -1,0 +1,205 @@
+"""What every upstream client shares: timeouts, the key, SSE framing, and error mapping.
+
+An upstream is a server we forward to (a cloud provider, a vLLM child on loopback).
+Its failures must reach our API as our own error classes, so the API answers with
+the right status and the cloud pool knows what is worth retrying; and its key must
+never leave this process in a message, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from runtimes.base import ContextLengthExceeded, InvalidRequest, Overloaded, RuntimeError_, UpstreamError
+
+# Statuses worth trying again (after a pause, or at another provider). 529: Anthropic's "overloaded".
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+_CONTEXT_HINT = re.compile(
+    r"context.{0,20}(length|window)|maximum context|too many tokens|prompt is too long", re.I
+)
+_KEYLIKE = re.compile(r"\b(sk|key|token)[-_][A-Za-z0-9_\-*]{6,}", re.I)
+_MAX_MESSAGE = 400  # characters of an upstream's error message passed on
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `read` is the longest silence allowed between two chunks of a stream, so a
+    stalled upstream becomes an error instead of a hang."""
+
+    connect: float = 5.0
+    read: float = 120.0
+    write: float = 30.0
+    pool: float = 10.0
+
+    def httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+def as_secret(key: SecretStr | str | None) -> SecretStr | None:
+    if key is None or isinstance(key, SecretStr):
+        return key
+    return SecretStr(key)
+
+
+def redact(text: str, key: SecretStr | None) -> str:
+    """`text` without the key, without anything shaped like a key, and not too long."""
+    if key is not None and key.get_secret_value():
+        text = text.replace(key.get_secret_value(), "[redacted]")
+    text = _KEYLIKE.sub("[redacted]", text)
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+
+
+def is_loopback(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def new_client(
+    base_url: str, timeouts: Timeouts, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    """A pooled client. Proxy variables are ignored for loopback peers, so a vLLM child on
+    127.0.0.1 is never sent through a corporate proxy."""
+    return httpx.AsyncClient(
+        timeout=timeouts.httpx(),
+        transport=transport,
+        trust_env=not is_loopback(base_url),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+    )
+
+
+def retry_after_s(headers: httpx.Headers, default: float = 1.0) -> float:
+    """Seconds from `retry-after-ms`, `retry-after` (seconds or an HTTP date), else `default`."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else default
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an OpenAI- or Anthropic-shaped error body, else the raw text."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body.decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return json.dumps(data)[:_MAX_MESSAGE]
+
+
+def error_for_status(
+    status: int, body: bytes, headers: httpx.Headers, *, provider: str, key: SecretStr | None, n_ctx: int = 0
+) -> RuntimeError_:
+    """Our error for an upstream's HTTP error answer."""
+    msg = redact(upstream_message(body), key)
+    if status in (400, 413, 422):
+        if _CONTEXT_HINT.search(msg):
+            return ContextLengthExceeded(0, n_ctx, f"{provider}: the prompt does not fit the model: {msg}")
+        return InvalidRequest(f"{provider} rejected the request: {msg}")
+    if status == 429:
+        return Overloaded(retry_after_s(headers), f"{provider} is rate limiting (HTTP 429): {msg}")
+    if status in (401, 403):
+        return UpstreamError(
+            f"{provider} refused the credentials (HTTP {status}); check its API key variable.",
+            upstream_status=status,
+            retryable=False,
+        )
+    retryable = status in RETRYABLE_STATUS or status >= 500
+    return UpstreamError(
+        f"{provider} answered HTTP {status}: {msg}", upstream_status=status, retryable=retryable
+    )
+
+
+def error_for_transport(exc: httpx.TransportError, *, provider: str, key: SecretStr | None) -> UpstreamError:
+    """Our error for a connection that failed, stalled or dropped."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        what = "could not be reached"
+    elif isinstance(exc, httpx.TimeoutException):
+        what = "went silent past the read timeout"
+    else:
+        what = "dropped the connection"
+    detail = redact(str(exc), key) or type(exc).__name__
+    return UpstreamError(f"{provider} {what} ({detail})", upstream_status=None, retryable=True)
+
+
+async def open_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    provider: str,
+    key: SecretStr | None,
+    n_ctx: int = 0,
+) -> httpx.Response:
+    """POST and return the streaming response once its status is 2xx; otherwise raise ours.
+
+    The caller must `aclose()` the response.
+    """
+    request = client.build_request("POST", url, json=body, headers=headers)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TransportError as exc:
+        raise error_for_transport(exc, provider=provider, key=key) from None
+    if response.status_code >= 300:
+        try:
+            raw = await response.aread()
+        except httpx.TransportError:
+            raw = b""
+        finally:
+            await response.aclose()
+        raise error_for_status(
+            response.status_code, raw, response.headers, provider=provider, key=key, n_ctx=n_ctx
+        )
+    return response
+
+
+async def sse_data(response: httpx.Response, *, provider: str, key: SecretStr | None) -> AsyncIterator[str]:
+    """The `data:` payloads of an SSE body (multi-line data joined); transport failures become ours."""
+    lines: list[str] = []
+    try:
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                lines.append(line[5:].removeprefix(" "))
+            elif not line and lines:
+                yield "\n".join(lines)
+                lines = []
+    except httpx.TransportError as exc:
+        raise error_for_transport(exc, provider=provider, key=key) from None
+    if lines:
+        yield "\n".join(lines)
+
+
+def parse_json(data: str, *, provider: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise UpstreamError(f"{provider} sent a stream event that is not JSON", retryable=True) from None
+    if not isinstance(obj, dict):
+        raise UpstreamError(f"{provider} sent a stream event that is not an object", retryable=True)
+    return obj

@@ -1,0 +1,253 @@
+"""OpenAICompatUpstream against a fake OpenAI-compatible provider on loopback.
+
+The provider is a fake (tests/fakes/openai_provider.py), a real HTTP server standing
+in for cloud providers that cannot be reached here; our client talks to it over a
+real socket, so streaming, auth headers, HTTP errors and dropped connections are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Iterator
+
+import openai
+import pytest
+from fakes.openai_provider import FakeOpenAI
+from fakes.provider_base import Reply
+
+from appliance.api import ModelRegistry, create_app
+from appliance.api.testing import running_server
+from runtimes.base import (
+    ChatRequest,
+    CompletionRequest,
+    ContextLengthExceeded,
+    Event,
+    Overloaded,
+    Sampling,
+    UpstreamError,
+)
+from runtimes.upstream.http import Timeouts
+from runtimes.upstream.openai_compat import OpenAICompatUpstream
+
+KEY = "sk-test-0123456789abcdef-SECRET"
+USER = [{"role": "user", "content": "Say hello."}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=KEY, models=["gpt-up"]) as p:
+        yield p
+
+
+def upstream(p: FakeOpenAI, **kw) -> OpenAICompatUpstream:
+    kw.setdefault("timeouts", Timeouts(connect=2, read=5))
+    kw.setdefault("n_ctx", 128000)
+    return OpenAICompatUpstream(p.api_base, "gpt-up", id="cloud-big", api_key=KEY, provider="fakeai", **kw)
+
+
+def chat(messages=USER, **kw) -> ChatRequest:
+    return ChatRequest(model="cloud-big", messages=messages, sampling=kw.pop("sampling", Sampling()), **kw)
+
+
+def collect(up: OpenAICompatUpstream, req: ChatRequest) -> list[Event]:
+    async def run() -> list[Event]:
+        try:
+            return [ev async for ev in up.chat(req)]
+        finally:
+            await up.close()
+
+    return asyncio.run(run())
+
+
+def test_streams_text_and_usage_and_sends_key_and_upstream_model(provider: FakeOpenAI) -> None:
+    provider.reply = Reply(text="Hello there, friend.")
+    events = collect(upstream(provider), chat())
+    assert "".join(e.content for e in events) == "Hello there, friend."
+    last = events[-1]
+    assert last.finish_reason == "stop"
+    assert last.usage is not None and last.usage.completion_tokens == 3 and last.usage.prompt_tokens > 8
+    (req,) = provider.requests
+    assert req.headers["authorization"] == f"Bearer {KEY}"
+    assert req.body["model"] == "gpt-up" and req.body["stream"] is True
+    assert req.body["stream_options"] == {"include_usage": True}
+    assert all(e.finish_reason is None for e in events[:-1])
+
+
+def test_tool_call_round_trip(provider: FakeOpenAI) -> None:
+    provider.reply = Reply(text="", tool_calls=[("read_file", {"path": "src/calc.py"})])
+    events = collect(upstream(provider), chat(tools=TOOLS, tool_choice="auto"))
+    pieces = [p for e in events for p in e.tool_calls]
+    assert pieces[0].id == "call_0" and pieces[0].name == "read_file"
+    assert json.loads("".join(p.arguments for p in pieces)) == {"path": "src/calc.py"}
+    assert events[-1].finish_reason == "tool_calls"
+    sent = provider.requests[0].body
+    assert sent["tools"] == TOOLS and sent["tool_choice"] == "auto"
+
+    # The next turn carries the call and its result; both reach the provider as sent.
+    history = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": {"path": "a"}},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": "print(1)"},
+    ]
+    provider.reply = Reply(text="It prints 1.")
+    events = collect(upstream(provider), chat(history, tools=TOOLS))
+    assert "".join(e.content for e in events) == "It prints 1."
+    sent_msgs = provider.requests[1].body["messages"]
+    assert sent_msgs[1]["tool_calls"][0]["function"]["arguments"] == '{"path": "a"}'  # a string upstream
+    assert sent_msgs[2] == {"role": "tool", "tool_call_id": "call_0", "content": "print(1)"}
+
+
+def test_sampling_is_translated_and_engine_defaults_are_not_sent(provider: FakeOpenAI) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    s = Sampling(max_tokens=20, temperature=0.2, seed=7, stop=["END"], json_schema=schema, top_k=5)
+    collect(upstream(provider), chat(sampling=s))
+    body = provider.requests[0].body
+    assert body["max_tokens"] == 20 and body["temperature"] == 0.2 and body["seed"] == 7
+    assert body["stop"] == ["END"]
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema},
+    }
+    for absent in ("top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty"):
+        assert absent not in body  # cloud APIs reject llama.cpp extras; defaults stay the provider's
+    collect(upstream(provider, vendor_params=True), chat(sampling=s, enable_thinking=False))
+    body = provider.requests[1].body
+    assert body["top_k"] == 5 and body["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_completions_stream(provider: FakeOpenAI) -> None:
+    provider.reply = Reply(text="def add(a, b):")
+    up = upstream(provider)
+
+    async def run() -> list[Event]:
+        req = CompletionRequest(model="cloud-big", prompt="# add", sampling=Sampling(max_tokens=8))
+        events = [ev async for ev in up.complete(req)]
+        await up.close()
+        return events
+
+    events = asyncio.run(run())
+    assert "".join(e.content for e in events) == "def add(a, b):"
+    assert events[-1].usage is not None and events[-1].usage.completion_tokens == 3
+    assert provider.requests[0].path == "/v1/completions"
+
+
+def test_http_errors_map_to_our_errors(provider: FakeOpenAI) -> None:
+    provider.fail_next(1, 429, retry_after=7)
+    with pytest.raises(Overloaded) as rate:
+        collect(upstream(provider), chat())
+    assert rate.value.retry_after_s == 7 and rate.value.status == 429
+
+    provider.fail_next(1, 503)
+    with pytest.raises(UpstreamError) as down:
+        collect(upstream(provider), chat())
+    assert down.value.upstream_status == 503 and down.value.retryable and down.value.status == 502
+
+    provider.n_ctx = 10
+    with pytest.raises(ContextLengthExceeded) as ctx:
+        collect(upstream(provider), chat())
+    assert "maximum context length" in str(ctx.value)
+
+    provider.n_ctx = None
+    wrong = OpenAICompatUpstream(provider.api_base, "gpt-up", api_key="sk-wrong-key-abcdef123456")
+    with pytest.raises(UpstreamError) as auth:
+        collect(wrong, chat())
+    assert auth.value.upstream_status == 401 and not auth.value.retryable
+    assert "sk-wrong-key-abcdef123456" not in str(auth.value)
+
+
+def test_unreachable_provider_is_a_retryable_upstream_error() -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    up = OpenAICompatUpstream(f"http://127.0.0.1:{port}/v1", "m", api_key=KEY, provider="gone")
+    with pytest.raises(UpstreamError) as exc:
+        collect(up, chat())
+    assert exc.value.upstream_status is None and exc.value.retryable
+    assert "gone could not be reached" in str(exc.value)
+
+
+def test_mid_stream_drop_raises_after_the_first_tokens(provider: FakeOpenAI) -> None:
+    provider.reply = Reply(text="one two three four five six")
+    provider.drop_next(1, after_chunks=2)
+    got: list[Event] = []
+
+    async def run() -> None:
+        up = upstream(provider)
+        try:
+            async for ev in up.chat(chat()):
+                got.append(ev)
+        finally:
+            await up.close()
+
+    with pytest.raises(UpstreamError) as exc:
+        asyncio.run(asyncio.wait_for(run(), 10))
+    assert "".join(e.content for e in got) == "one two "
+    assert exc.value.retryable and "dropped" in str(exc.value)
+
+
+def test_silent_upstream_is_an_error_not_a_hang(provider: FakeOpenAI) -> None:
+    provider.ttft_s = 2.0
+    with pytest.raises(UpstreamError) as exc:
+        collect(upstream(provider, timeouts=Timeouts(connect=1, read=0.3)), chat())
+    assert "read timeout" in str(exc.value)
+
+
+def test_key_never_in_repr_errors_or_logs(provider: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    up = upstream(provider)
+    assert KEY not in repr(up) and KEY not in str(vars(up))
+    provider.fail_next(1, 500, message=f"boom, your key was {KEY}")
+    with pytest.raises(UpstreamError) as exc:
+        collect(up, chat())
+    assert KEY not in str(exc.value) and "[redacted]" in str(exc.value)
+    collect(upstream(provider), chat())
+    assert KEY not in caplog.text
+
+
+def test_served_through_our_api_with_the_openai_sdk(provider: FakeOpenAI) -> None:
+    """How the vLLM runtime uses it: an upstream in the registry, clients on our API."""
+    provider.reply = Reply(text="Forwarded fine.")
+    registry = ModelRegistry()
+    registry.add(upstream(provider))
+    with running_server(create_app(registry)) as server:
+        client = openai.OpenAI(base_url=server.api_base, api_key="x", max_retries=0, timeout=10)
+        stream = client.chat.completions.create(
+            model="cloud-big", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Forwarded fine."
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+
+        provider.fail_next(1, 429, retry_after=3)
+        with pytest.raises(openai.RateLimitError) as rate:
+            client.chat.completions.create(model="cloud-big", messages=USER)
+        assert rate.value.response.headers["retry-after"] == "3"
+
+        provider.reply = Reply(text="a b c d e f")
+        provider.drop_next(1, after_chunks=2)
+        with pytest.raises(openai.APIError) as dropped:
+            list(client.chat.completions.create(model="cloud-big", messages=USER, stream=True))
+        assert "dropped the connection" in str(dropped.value)
