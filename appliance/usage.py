@@ -1,0 +1,173 @@
+"""The usage log: one SQLite row per request (local and cloud), and the daily budget.
+
+A row says when, which route and why, which models, how many tokens, what it cost
+and how long it took; never any prompt or answer text, so the log can be kept and
+shared for audits. Writes go through a background thread so recording never adds
+a disk sync to a request; today's cloud spend is kept in memory for the budget
+check and seeded from the database at start.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,              -- unix time the request arrived
+    day TEXT NOT NULL,             -- UTC date, for budgets and reports
+    route TEXT NOT NULL,           -- local | cloud | refused
+    reason TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    served_model TEXT NOT NULL,
+    provider TEXT NOT NULL,        -- 'local' or the cloud provider's name
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    status TEXT NOT NULL           -- ok | error | client_gone | refused | http status
+);
+CREATE INDEX IF NOT EXISTS requests_day ON requests(day);
+"""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    ts: float
+    day: str
+    route: str
+    reason: str
+    requested_model: str
+    served_model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    status: str
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+class UsageLog:
+    """Append-only request log with today's cloud spend at hand."""
+
+    def __init__(self, path: Path, prices: Mapping[str, Price] | None = None):
+        self.path = path
+        self.prices = dict(prices or {})
+        self._db = connect(path)
+        self._lock = threading.Lock()
+        self._spend_day = utc_day(time.time())
+        self._spend = self._spent_on(self._spend_day)
+        self._queue: queue.Queue[UsageRecord | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="usage-log", daemon=True)
+        self._writer.start()
+
+    # -- recording ------------------------------------------------------------------------
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        price = self.prices.get(model)
+        return price.cost(prompt_tokens, completion_tokens) if price else 0.0
+
+    def record(
+        self,
+        *,
+        started: float,
+        route: str,
+        reason: str,
+        requested_model: str,
+        served_model: str,
+        provider: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        latency_ms: float = 0.0,
+        status: str = "ok",
+    ) -> UsageRecord:
+        """Queue one row; cloud rows are priced and counted against today's spend at once."""
+        cost = self.cost(served_model, prompt_tokens, completion_tokens) if route == "cloud" else 0.0
+        rec = UsageRecord(
+            started, utc_day(started), route, reason, requested_model, served_model, provider,
+            prompt_tokens, completion_tokens, cost, latency_ms, status,
+        )
+        if cost:
+            with self._lock:
+                self._roll_day()
+                self._spend += cost
+        self._queue.put(rec)
+        return rec
+
+    def spent_today(self) -> float:
+        with self._lock:
+            self._roll_day()
+            return self._spend
+
+    def budget_ok(self, daily_budget_usd: float | None) -> bool:
+        return daily_budget_usd is None or self.spent_today() < daily_budget_usd
+
+    def flush(self) -> None:
+        """Wait until every queued row is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(timeout=5)
+        self._db.close()
+
+    # -- internals ------------------------------------------------------------------------
+    def _roll_day(self) -> None:
+        today = utc_day(time.time())
+        if today != self._spend_day:
+            self._spend_day, self._spend = today, 0.0
+
+    def _spent_on(self, day: str) -> float:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE day = ? AND route = 'cloud'", (day,)
+        ).fetchone()
+        return float(row[0])
+
+    def _write_loop(self) -> None:
+        columns = ", ".join(f.name for f in fields(UsageRecord))
+        marks = ", ".join("?" for _ in fields(UsageRecord))
+        sql = f"INSERT INTO requests ({columns}) VALUES ({marks})"
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty() and len(batch) < 256:
+                batch.append(self._queue.get_nowait())
+            rows = [astuple(r) for r in batch if r is not None]
+            try:
+                if rows:
+                    with self._db:
+                        self._db.executemany(sql, rows)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if None in batch:
+                return

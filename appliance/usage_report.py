@@ -1,0 +1,77 @@
+"""`appliance usage`: spend by day and model, and what an all-cloud setup would have cost.
+
+"All cloud" prices every locally served token at a reference cloud model's price
+(`router.reference_cloud_model`), so the table shows what the appliance saved.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from appliance.usage import Price
+
+
+@dataclass
+class UsageRow:
+    day: str
+    route: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    all_cloud_usd: float | None  # None: no reference price to value local tokens
+
+
+def summarize(db_path: Path, reference: Price | None, days: int = 30) -> list[UsageRow]:
+    if not db_path.is_file():
+        return []
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            """SELECT day, route, served_model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
+                      SUM(cost_usd)
+               FROM requests WHERE day >= date('now', ?)
+               GROUP BY day, route, served_model ORDER BY day, route, served_model""",
+            (f"-{max(0, days - 1)} days",),
+        ).fetchall()
+    finally:
+        db.close()
+    out = []
+    for day, route, model, n, pin, pout, cost in rows:
+        local_value = reference.cost(pin, pout) if reference else None
+        cloud = local_value if route == "local" else cost
+        out.append(UsageRow(day, route, model, n, pin, pout, cost, cloud))
+    return out
+
+
+def print_usage(rows: list[UsageRow], reference_name: str | None, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    console = Console()
+    if not rows:
+        console.print("no requests recorded yet")
+        return
+    table = Table(title="Usage by day and model", box=None, header_style="bold")
+    columns = ("day", "route", "model", "requests", "prompt tok", "output tok", "cost USD", "all-cloud USD")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("day", "route", "model") else "right")
+    for r in rows:
+        cloud = "-" if r.all_cloud_usd is None else f"{r.all_cloud_usd:.4f}"
+        table.add_row(r.day, r.route, r.model, str(r.requests), str(r.prompt_tokens),
+                      str(r.completion_tokens), f"{r.cost_usd:.4f}", cloud)
+    console.print(table)
+    spent = sum(r.cost_usd for r in rows)
+    console.print(f"cloud spend: [bold]{spent:.4f} USD[/]")
+    if reference_name and all(r.all_cloud_usd is not None for r in rows):
+        would = sum(r.all_cloud_usd or 0.0 for r in rows)
+        console.print(f"all-cloud ({reference_name} for every request): [bold]{would:.4f} USD[/]")
+    else:
+        console.print("all-cloud: set router.reference_cloud_model (a configured cloud model) to compare")
