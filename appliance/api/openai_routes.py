@@ -21,10 +21,12 @@ from appliance.api.convert import chat_request, completion_request
 from appliance.api.errors import ApiError, from_runtime_error, internal_error
 from appliance.api.generation import ClientGone, Generation, unless_disconnected
 from appliance.api.metrics import Metrics
-from appliance.api.registry import ModelNotFound, ModelRegistry
+from appliance.api.registry import ModelRegistry
 from appliance.api.responses import ChatCollector, ChatStream, TextStream, new_id, text_response
+from appliance.api.routing import ChatDispatcher, resolve_local, route_headers
 from appliance.api.schemas import ChatCompletionBody, CompletionBody
 from appliance.api.sse import DONE, SSEResponse, sse
+from appliance.router.decide import Decision
 from runtimes.base import Event, Runtime, RuntimeError_
 
 log = logging.getLogger("appliance.api")
@@ -49,29 +51,15 @@ async def read_body(request: Request, model: type[B]) -> tuple[B, dict[str, Any]
 
 
 def resolve(models: ModelRegistry, name: str) -> Runtime:
-    try:
-        return models.resolve(name)
-    except ModelNotFound as exc:
-        if models.loading:
-            raise ApiError(
-                503,
-                "The model is still loading; retry shortly.",
-                type="server_error",
-                code="model_loading",
-                headers={"Retry-After": "5"},
-            ) from None
-        hint = f" (it is in the catalog as {exc.catalog_id} but not loaded)" if exc.catalog_id else ""
-        loaded = ", ".join(rt.id for rt in models.runtimes()) or "none"
-        raise ApiError(
-            404,
-            f"The model '{name}' does not exist{hint}. Loaded: {loaded}.",
-            param="model",
-            code="model_not_found",
-        ) from None
+    return resolve_local(models, name)
 
 
-def route_headers(runtime: Runtime) -> dict[str, str]:
-    return {"x-appliance-model": runtime.id, "x-appliance-route": "local"}
+COMPLETIONS_REASON = "completions-local"
+
+
+def local_headers(runtime: Runtime) -> dict[str, str]:
+    """Legacy /v1/completions is not routed: always the local model."""
+    return route_headers("local", COMPLETIONS_REASON, runtime.id)
 
 
 def _request_id(request: Request) -> str:
@@ -110,7 +98,7 @@ def _finish_error(finish: str | None) -> ApiError | None:
     return None
 
 
-def build_router(models: ModelRegistry, metrics: Metrics) -> APIRouter:
+def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispatcher) -> APIRouter:
     router = APIRouter()
 
     def generation(
@@ -127,19 +115,16 @@ def build_router(models: ModelRegistry, metrics: Metrics) -> APIRouter:
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        started = time.perf_counter()
         body, raw = await read_body(request, ChatCompletionBody)
-        runtime = resolve(models, body.model)
-        req = chat_request(body, raw, runtime.id, _request_id(request))
-        gen = generation(request, runtime, "chat", started, runtime.chat(req))
+        req = chat_request(body, raw, body.model, _request_id(request))
         try:
-            await _start(request, gen)
+            started = await dispatcher.start_chat(request, req, body.model)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
+        gen, model, headers = started.gen, started.model, started.headers
         completion_id = new_id("chatcmpl")
-        headers = route_headers(runtime)
         if body.stream:
-            state = ChatStream(completion_id, runtime.id, body.include_usage)
+            state = ChatStream(completion_id, model, body.include_usage)
             return SSEResponse(_sse(gen, state, [state.role()]), headers=headers, on_close=gen.aclose)
         collector = ChatCollector()
 
@@ -149,7 +134,7 @@ def build_router(models: ModelRegistry, metrics: Metrics) -> APIRouter:
             err = _finish_error(gen.finish)
             if err:
                 raise err
-            return collector.response(completion_id, runtime.id, gen.finish, gen.usage)
+            return collector.response(completion_id, model, gen.finish, gen.usage)
 
         return await _whole(request, gen, collect, headers)
 
@@ -160,12 +145,13 @@ def build_router(models: ModelRegistry, metrics: Metrics) -> APIRouter:
         runtime = resolve(models, body.model)
         req = completion_request(body, runtime.id, _request_id(request))
         gen = generation(request, runtime, "completion", started, runtime.complete(req))
+        gen.on_close = dispatcher.recorder(Decision("local", COMPLETIONS_REASON, runtime.id), body.model)
         try:
             await _start(request, gen)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         completion_id = new_id("cmpl")
-        headers = route_headers(runtime)
+        headers = local_headers(runtime)
         if body.stream:
             state = TextStream(completion_id, runtime.id, body.include_usage)
             return SSEResponse(_sse(gen, state, []), headers=headers, on_close=gen.aclose)

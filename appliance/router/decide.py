@@ -69,15 +69,22 @@ class CloudSide:
 
 
 class Router:
+    """Stateless per request except for sticky sessions and the local queue-time average.
+
+    classify/latest_user_text/guard are the tier and privacy inspectors
+    (`appliance.router.tier`, `appliance.router.privacy`); without them (a bare app
+    with no cloud) every request is local.
+    """
+
     def __init__(
         self,
         settings: RouterSettings,
         *,
         local_for: Callable[[str], Runtime | None],
         cloud: CloudSide,
-        classify: Callable[[str], Any],
-        latest_user_text: Callable[[list[dict[str, Any]]], str],
-        guard: Any,
+        classify: Callable[[str], Any] | None = None,
+        latest_user_text: Callable[[list[dict[str, Any]]], str] | None = None,
+        guard: Any = None,
         pin_rules: Iterable[PinRule] = (),
         budget_ok: Callable[[], bool] = lambda: True,
     ):
@@ -124,7 +131,7 @@ class Router:
         """Why this request may never leave the machine, if it may not."""
         if self.settings.air_gapped:
             return "air-gapped"
-        findings = self.guard.scan(_outbound_text(rr.chat))
+        findings = self.guard.scan(_outbound_text(rr.chat)) if self.guard is not None else []
         if findings:
             kinds = sorted({f.kind for f in findings})
             return "privacy:" + "+".join(kinds)
@@ -156,6 +163,8 @@ class Router:
             wait = self.queue.estimate_s(runtime)
             if wait > self.settings.queue_wait_bound_s:
                 return self._cloud_or_refuse(rr, f"capacity:queue({wait:.0f}s)", None, fallback_local=True)
+        if self.classify is None or self.latest_user_text is None:
+            return self._local(rr, "local-only")  # no tier classifier: a bare, local-only app
         verdict = self.classify(self.latest_user_text(rr.chat.messages))
         threshold = self.settings.tier_threshold
         wants_cloud = verdict.score >= threshold if threshold is not None else verdict.tier == "cloud"

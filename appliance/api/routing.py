@@ -1,0 +1,215 @@
+"""The one place where a chat request is routed, started, headed and recorded.
+
+Both dialects (/v1/chat/completions and Anthropic's /v1/messages) call
+`start_chat`: it asks the router for local or cloud, starts that runtime and waits
+for its first event, falls back to local when the cloud fails before its first
+token, and hooks the usage log into the generation's close. The caller only turns
+the started generation into its dialect; the `x-appliance-*` headers come from
+here, so every response (streamed too) says where it ran and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from fastapi import Request
+
+from appliance.api.errors import ApiError
+from appliance.api.generation import ClientGone, Generation, unless_disconnected
+from appliance.api.metrics import Metrics
+from appliance.api.registry import ModelNotFound, ModelRegistry
+from appliance.router.capacity import fits_context
+from appliance.router.decide import Decision, Refusal, Router, RouteRequest
+from appliance.usage import UsageLog
+from runtimes.base import ChatRequest, CloudUnavailable, Event, Runtime
+
+log = logging.getLogger("appliance.api")
+
+
+class CloudClient(Protocol):
+    """The cloud side as the API uses it: a chat stream for a cloud model name that raises
+    CloudUnavailable before its first event when no provider could answer."""
+
+    def chat(self, req: ChatRequest) -> AsyncIterator[Event]: ...
+
+
+@dataclass
+class Routing:
+    """What `create_app` needs for routing; `cloud` is None in air-gapped mode (never built)."""
+
+    router: Router
+    cloud: CloudClient | None = None
+    usage: UsageLog | None = None
+
+
+@dataclass
+class Started:
+    gen: Generation
+    model: str  # the model that serves it (runtime id or cloud model name)
+    headers: dict[str, str]
+
+
+def route_headers(route: str, reason: str, model: str) -> dict[str, str]:
+    return {"x-appliance-route": route, "x-appliance-reason": reason, "x-appliance-model": model}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def client_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def resolve_local(models: ModelRegistry, name: str) -> Runtime:
+    """The loaded runtime for `name`; 503 while loading, 404 naming what is loaded."""
+    try:
+        return models.resolve(name)
+    except ModelNotFound as exc:
+        if models.loading:
+            raise ApiError(
+                503, "The model is still loading; retry shortly.", type="server_error",
+                code="model_loading", headers={"Retry-After": "5"},
+            ) from None
+        hint = f" (it is in the catalog as {exc.catalog_id} but not loaded)" if exc.catalog_id else ""
+        loaded = ", ".join(rt.id for rt in models.runtimes()) or "none"
+        raise ApiError(
+            404, f"The model '{name}' does not exist{hint}. Loaded: {loaded}.",
+            param="model", code="model_not_found",
+        ) from None
+
+
+class ChatDispatcher:
+    """Routes and starts chat requests for one app."""
+
+    def __init__(self, models: ModelRegistry, metrics: Metrics, routing: Routing):
+        self.models = models
+        self.metrics = metrics
+        self.routing = routing
+
+    async def start_chat(self, request: Request, req: ChatRequest, requested: str) -> Started:
+        """Decide, start, wait for the first event; raises ApiError (recorded) or ClientGone."""
+        started = time.perf_counter()
+        wall = time.time()
+        rr = RouteRequest(
+            model=requested,
+            chat=req,
+            route_header=request.headers.get("x-appliance-route"),
+            project_header=request.headers.get("x-appliance-project"),
+            api_key=client_key(request),
+        )
+        try:
+            decision = self.routing.router.decide(rr)
+        except Refusal as r:
+            self._record_early(wall, started, "refused", r.reason, requested, "", str(r.status))
+            headers = {"x-appliance-reason": r.reason}
+            raise ApiError(r.status, r.message, code=r.code, headers=headers) from None
+        if decision.route == "cloud" and self.routing.cloud is not None:
+            try:
+                return await self._run(request, req, decision, requested, started, wall)
+            except CloudUnavailable as exc:
+                return await self._fallback(request, req, decision, requested, started, wall, exc)
+        return await self._run(request, req, decision, requested, started, wall)
+
+    async def _fallback(
+        self, request: Request, req: ChatRequest, decision: Decision, requested: str,
+        started: float, wall: float, exc: CloudUnavailable,
+    ) -> Started:
+        """The cloud failed before its first token: serve locally if it fits, else 502/503."""
+        why = getattr(exc, "reason", None) or "unavailable"
+        reason = f"cloud-failed:{why},fallback"
+        runtime = self._local_or_none(requested)
+        if runtime is None or not fits_context(runtime, req):
+            reason = f"{decision.reason},cloud-failed:{why}"
+            self._record_early(wall, started, "cloud", reason, requested, decision.model, "503")
+            raise ApiError(
+                503, f"The cloud provider is unavailable and the request cannot run locally: {exc}",
+                type="server_error", code="cloud_unavailable", headers={"x-appliance-reason": reason},
+            ) from None
+        local = Decision("local", reason, runtime.id, runtime)
+        return await self._run(request, req, local, requested, started, wall)
+
+    async def _run(
+        self, request: Request, req: ChatRequest, decision: Decision, requested: str,
+        started: float, wall: float,
+    ) -> Started:
+        if decision.route == "cloud":
+            assert self.routing.cloud is not None
+            model = decision.model
+            events = self.routing.cloud.chat(dataclasses.replace(req, model=model))
+            provider = "cloud"
+        else:
+            runtime = decision.runtime or self._resolve_recorded(requested, decision, started, wall)
+            model = runtime.id
+            events = runtime.chat(dataclasses.replace(req, model=model))
+            provider = "local"
+        gen = Generation(
+            events, model=model, request_id=req.request_id, route=decision.route,
+            metrics=self.metrics, started=started,
+        )
+        gen.on_close = self.recorder(decision, requested, provider, wall)
+        try:
+            await unless_disconnected(request, gen.prefetch)
+        except ClientGone:
+            await gen.aclose("client_gone")
+            raise
+        except BaseException:
+            await gen.aclose("error")
+            raise
+        return Started(gen, model, route_headers(decision.route, decision.reason, model))
+
+    def _local_or_none(self, requested: str) -> Runtime | None:
+        for name in (requested, "default"):
+            try:
+                return self.models.resolve(name)
+            except ModelNotFound:
+                continue
+        return None
+
+    def _resolve_recorded(self, name: str, decision: Decision, started: float, wall: float) -> Runtime:
+        try:
+            return resolve_local(self.models, name)
+        except ApiError as e:
+            self._record_early(wall, started, "local", decision.reason, name, "", str(e.status))
+            raise
+
+    def recorder(
+        self, decision: Decision, requested: str, provider: str = "local", wall: float | None = None
+    ) -> Callable[[Generation], None]:
+        """What a generation calls on close: the usage row, and local timing for queue estimates."""
+        usage, router = self.routing.usage, self.routing.router
+        wall = time.time() if wall is None else wall
+
+        def record(gen: Generation) -> None:
+            elapsed = time.perf_counter() - gen.started
+            if decision.route == "local" and gen.outcome == "ok":
+                router.queue.observe(elapsed)
+            if usage is None:
+                return
+            u = gen.usage
+            usage.record(
+                started=wall, route=decision.route, reason=decision.reason, requested_model=requested,
+                served_model=gen.model, provider=getattr(gen, "provider", None) or provider,
+                prompt_tokens=u.prompt_tokens if u else 0,
+                completion_tokens=u.completion_tokens if u else 0,
+                latency_ms=elapsed * 1000, status=gen.outcome,
+            )
+
+        return record
+
+    def _record_early(
+        self, wall: float, started: float, route: str, reason: str, requested: str, served: str, status: str
+    ) -> None:
+        if self.routing.usage is not None:
+            self.routing.usage.record(
+                started=wall, route=route, reason=reason, requested_model=requested, served_model=served,
+                provider="", latency_ms=(time.perf_counter() - started) * 1000, status=status,
+            )

@@ -1,0 +1,102 @@
+"""Assemble the routing for `appliance serve` from the config: router, cloud client, usage log.
+
+In air-gapped mode the cloud client is never constructed (no object that could
+open a socket to a provider exists); the router still knows the configured cloud
+model names, so a request for one is refused with a reason instead of a 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from appliance.api.app import local_lookup
+from appliance.api.registry import ModelRegistry
+from appliance.api.routing import Routing
+from appliance.config import ConfigError, ServeConfig
+from appliance.paths import data_dir
+from appliance.router.decide import CloudSide, Router
+from appliance.router.policy import PolicyError, load_rules
+from appliance.usage import Price, UsageLog
+
+
+def usage_db_path() -> Path:
+    return data_dir() / "usage.sqlite"
+
+
+def cloud_config(cfg: ServeConfig) -> Any | None:
+    """The validated `cloud:` section, or None when it names no provider."""
+    if not cfg.cloud:
+        return None
+    from pydantic import ValidationError
+    from runtimes.upstream.config import CloudConfig
+
+    try:
+        parsed = CloudConfig.model_validate(cfg.cloud)
+    except ValidationError as e:
+        raise ConfigError(f"invalid cloud settings: {e}") from e
+    return parsed if parsed.providers else None
+
+
+def cloud_prices(cfg: ServeConfig) -> dict[str, Price]:
+    """USD per million tokens for each cloud model name clients use."""
+    cloud = cloud_config(cfg)
+    out: dict[str, Price] = {}
+    for provider in cloud.providers if cloud else ():
+        for name, price in (provider.prices or {}).items():
+            out.setdefault(name, Price(price.input, price.output))
+    return out
+
+
+def cloud_models(cloud: Any | None) -> list[str]:
+    """The model names clients may ask for, in the configured order."""
+    names: list[str] = []
+    for provider in cloud.providers if cloud else ():
+        names += [n for n in provider.models if n not in names]
+    return names
+
+
+def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
+    from appliance.router.privacy import PrivacyGuard
+    from appliance.router.tier import classify, latest_user_text
+
+    settings = cfg.router
+    cloud_cfg = cloud_config(cfg)
+    names = cloud_models(cloud_cfg)
+    client = None
+    if cloud_cfg is not None and not settings.air_gapped:
+        from runtimes.upstream.pool import CloudPool
+
+        client = CloudPool.from_config(cloud_cfg)
+    usage = UsageLog(usage_db_path(), cloud_prices(cfg))
+    try:
+        rules = load_rules(settings)
+    except PolicyError as e:
+        raise ConfigError(str(e)) from e
+    side = CloudSide(
+        models=frozenset(n.lower() for n in names),
+        default_model=names[0] if names else None,
+        enabled=client is not None,
+    )
+    router = Router(
+        settings,
+        local_for=local_lookup(registry),
+        cloud=side,
+        classify=classify,
+        latest_user_text=latest_user_text,
+        guard=PrivacyGuard(settings.privacy_patterns),
+        pin_rules=rules,
+        budget_ok=lambda: usage.budget_ok(settings.daily_budget_usd),
+    )
+    return Routing(router=router, cloud=client, usage=usage)
+
+
+def describe_routing(routing: Routing) -> str:
+    """One line for the serve banner (no keys, no URLs with credentials)."""
+    s = routing.router.settings
+    if s.air_gapped:
+        return "air-gapped: local only, no cloud client"
+    if routing.cloud is None:
+        return "local only (no cloud provider configured)"
+    budget = f"{s.daily_budget_usd:.2f} USD/day" if s.daily_budget_usd is not None else "no budget limit"
+    return f"local first; cloud models {', '.join(sorted(routing.router.cloud.models))}; {budget}"
