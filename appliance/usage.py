@@ -110,9 +110,13 @@ class UsageLog:
         completion_tokens: int = 0,
         latency_ms: float = 0.0,
         status: str = "ok",
+        cost_usd: float | None = None,
     ) -> UsageRecord:
-        """Queue one row; cloud rows are priced and counted against today's spend at once."""
-        cost = self.cost(served_model, prompt_tokens, completion_tokens) if route == "cloud" else 0.0
+        """Queue one row; cloud rows are priced (by the caller, who knows the provider's
+        price, else by model name) and counted against today's spend at once."""
+        cost = 0.0
+        if route == "cloud":
+            cost = self.cost(served_model, prompt_tokens, completion_tokens) if cost_usd is None else cost_usd
         rec = UsageRecord(
             started, utc_day(started), route, reason, requested_model, served_model, provider,
             prompt_tokens, completion_tokens, cost, latency_ms, status,

@@ -45,6 +45,8 @@ def create_app(
         yield
         if close_runtimes_on_shutdown:
             await registry.close()
+            if routing.cloud is not None:
+                await routing.cloud.close()
             if routing.usage is not None:
                 routing.usage.close()
 

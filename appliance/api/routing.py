@@ -26,7 +26,7 @@ from appliance.api.registry import ModelNotFound, ModelRegistry
 from appliance.router.capacity import fits_context
 from appliance.router.decide import Decision, Refusal, Router, RouteRequest
 from appliance.usage import UsageLog
-from runtimes.base import ChatRequest, CloudUnavailable, Event, Runtime
+from runtimes.base import ChatRequest, CloudUnavailable, Event, Runtime, Usage
 
 log = logging.getLogger("appliance.api")
 
@@ -36,6 +36,8 @@ class CloudClient(Protocol):
     CloudUnavailable before its first event when no provider could answer."""
 
     def chat(self, req: ChatRequest) -> AsyncIterator[Event]: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -145,17 +147,15 @@ class ChatDispatcher:
             assert self.routing.cloud is not None
             model = decision.model
             events = self.routing.cloud.chat(dataclasses.replace(req, model=model))
-            provider = "cloud"
         else:
             runtime = decision.runtime or self._resolve_recorded(requested, decision, started, wall)
             model = runtime.id
             events = runtime.chat(dataclasses.replace(req, model=model))
-            provider = "local"
         gen = Generation(
             events, model=model, request_id=req.request_id, route=decision.route,
             metrics=self.metrics, started=started,
         )
-        gen.on_close = self.recorder(decision, requested, provider, wall)
+        gen.on_close = self.recorder(decision, requested, events, wall)
         try:
             await unless_disconnected(request, gen.prefetch)
         except ClientGone:
@@ -182,9 +182,13 @@ class ChatDispatcher:
             raise
 
     def recorder(
-        self, decision: Decision, requested: str, provider: str = "local", wall: float | None = None
+        self, decision: Decision, requested: str, events: object = None, wall: float | None = None
     ) -> Callable[[Generation], None]:
-        """What a generation calls on close: the usage row, and local timing for queue estimates."""
+        """What a generation calls on close: the usage row, and local timing for queue estimates.
+
+        events: the stream being served; a cloud stream says which provider answered and at
+        what price (`served`), once it produced its first event.
+        """
         usage, router = self.routing.usage, self.routing.router
         wall = time.time() if wall is None else wall
 
@@ -194,13 +198,15 @@ class ChatDispatcher:
                 router.queue.observe(elapsed)
             if usage is None:
                 return
-            u = gen.usage
+            u = gen.usage or Usage()
+            served = getattr(events, "served", None)
+            provider = served.provider if served else decision.route
+            cost = served.cost(u) if served is not None and gen.usage is not None else None
             usage.record(
                 started=wall, route=decision.route, reason=decision.reason, requested_model=requested,
-                served_model=gen.model, provider=getattr(gen, "provider", None) or provider,
-                prompt_tokens=u.prompt_tokens if u else 0,
-                completion_tokens=u.completion_tokens if u else 0,
-                latency_ms=elapsed * 1000, status=gen.outcome,
+                served_model=gen.model, provider=provider, prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens, latency_ms=elapsed * 1000, status=gen.outcome,
+                cost_usd=cost,
             )
 
         return record

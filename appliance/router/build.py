@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from appliance.api.app import local_lookup
 from appliance.api.registry import ModelRegistry
 from appliance.api.routing import Routing
@@ -28,7 +30,6 @@ def cloud_config(cfg: ServeConfig) -> Any | None:
     """The validated `cloud:` section, or None when it names no provider."""
     if not cfg.cloud:
         return None
-    from pydantic import ValidationError
     from runtimes.upstream.config import CloudConfig
 
     try:
@@ -43,17 +44,10 @@ def cloud_prices(cfg: ServeConfig) -> dict[str, Price]:
     cloud = cloud_config(cfg)
     out: dict[str, Price] = {}
     for provider in cloud.providers if cloud else ():
-        for name, price in (provider.prices or {}).items():
-            out.setdefault(name, Price(price.input, price.output))
+        for name, model in provider.models.items():
+            if model.price is not None:
+                out.setdefault(name, Price(model.price.input, model.price.output))
     return out
-
-
-def cloud_models(cloud: Any | None) -> list[str]:
-    """The model names clients may ask for, in the configured order."""
-    names: list[str] = []
-    for provider in cloud.providers if cloud else ():
-        names += [n for n in provider.models if n not in names]
-    return names
 
 
 def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
@@ -62,12 +56,12 @@ def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
 
     settings = cfg.router
     cloud_cfg = cloud_config(cfg)
-    names = cloud_models(cloud_cfg)
+    names = cloud_cfg.model_names() if cloud_cfg else []
     client = None
     if cloud_cfg is not None and not settings.air_gapped:
         from runtimes.upstream.pool import CloudPool
 
-        client = CloudPool.from_config(cloud_cfg)
+        client = CloudPool(cloud_cfg)
     usage = UsageLog(usage_db_path(), cloud_prices(cfg))
     try:
         rules = load_rules(settings)

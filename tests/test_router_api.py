@@ -1,0 +1,186 @@
+"""Routing through the real HTTP API: headers, cloud via a provider on loopback, fallback,
+refusals, keys, and the usage log.
+
+The app is assembled the way `appliance serve` does it (`build_routing` from a config);
+the cloud provider is the fake OpenAI server from tests/fakes (a real HTTP server on
+127.0.0.1: real providers cannot be reached here); the local model is the scripted
+runtime (this file tests routing, not generation). The client is the official openai SDK.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fakes.openai_provider import FakeOpenAI
+from fakes.provider_base import Reply
+from fakes.scripted_runtime import ScriptedRuntime, text_events
+
+from appliance.api import ModelRegistry, create_app
+from appliance.api.routing import Routing
+from appliance.api.testing import running_server
+from appliance.config import ServeConfig
+from appliance.router.build import build_routing
+
+KEY = "sk-live-DO-NOT-LEAK-0123456789"
+CLOUD_MODEL = "gpt-frontier"
+EASY = "hi! what does the word 'distributed' mean?"
+HARD = (
+    "Prove that there is no continuous function f from the reals to the reals that takes every "
+    "value exactly twice. I need a complete proof, not a reference to a theorem."
+)
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAwJ7mXbq3tG5u8Zz0ExampleKeyMaterial0123456789abcdef\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+
+
+@dataclass
+class Stack:
+    client: openai.OpenAI
+    http: httpx.Client
+    provider: FakeOpenAI
+    local: ScriptedRuntime
+    routing: Routing
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
+    monkeypatch.setenv("ROUTER_TEST_KEY", KEY)
+    local = ScriptedRuntime(id="local-model", n_ctx=4096, script=text_events("answered locally"))
+    registry = ModelRegistry()
+    registry.add(local, roles=["default"])
+    with FakeOpenAI(api_key=KEY, reply=Reply(text="answered by the cloud")) as provider:
+        cloud = {
+            "backoff_base_s": 0.001, "backoff_max_s": 0.01,
+            "providers": [{
+                "name": "fake-openai", "kind": "openai", "base_url": provider.api_base,
+                "api_key_env": "ROUTER_TEST_KEY", "max_retries": 1,
+                "models": {CLOUD_MODEL: {"upstream": "gpt-4o", "price": {"input": 2.5, "output": 10.0}}},
+            }],
+        }
+        cfg = ServeConfig(cloud=cloud, router={"reference_cloud_model": CLOUD_MODEL})
+        routing = build_routing(cfg, registry)
+        app = create_app(registry, routing=routing, close_runtimes_on_shutdown=True)
+        with running_server(app) as live:
+            client = openai.OpenAI(base_url=live.api_base, api_key="client-key", max_retries=0)
+            with httpx.Client(base_url=live.base_url, timeout=30) as http:
+                yield Stack(client, http, provider, local, routing)
+
+
+def chat(stack: Stack, text: str, *, model: str = "default", headers: dict | None = None):
+    raw = stack.client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], extra_headers=headers or {}
+    )
+    return raw.headers, raw.parse()
+
+
+def test_easy_request_stays_local_with_headers(stack: Stack) -> None:
+    headers, resp = chat(stack, EASY)
+    assert headers["x-appliance-route"] == "local"
+    assert headers["x-appliance-model"] == "local-model" == resp.model
+    assert headers["x-appliance-reason"].startswith("tier:local(")
+    assert resp.choices[0].message.content == "answered locally"
+    assert stack.provider.requests == []
+
+
+def test_cloud_by_header_model_and_tier(stack: Stack) -> None:
+    for text, kwargs, reason in (
+        (EASY, {"headers": {"x-appliance-route": "cloud"}}, "override:header"),
+        (EASY, {"model": CLOUD_MODEL}, "override:model"),
+        (HARD, {}, "tier:cloud("),
+    ):
+        headers, resp = chat(stack, text, **kwargs)
+        assert headers["x-appliance-route"] == "cloud", (reason, dict(headers))
+        assert headers["x-appliance-reason"].startswith(reason)
+        assert headers["x-appliance-model"] == CLOUD_MODEL == resp.model
+        assert resp.choices[0].message.content == "answered by the cloud"
+    assert len(stack.provider.requests) == 3
+    sent = stack.provider.requests[0]
+    assert sent.body["model"] == "gpt-4o" and sent.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_streamed_cloud_answer_carries_the_headers(stack: Stack) -> None:
+    raw = stack.client.chat.completions.with_raw_response.create(
+        model=CLOUD_MODEL, messages=[{"role": "user", "content": EASY}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert raw.headers["x-appliance-route"] == "cloud"
+    assert raw.headers["x-appliance-reason"] == "override:model"
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text == "answered by the cloud"
+
+
+def test_provider_500s_fall_back_to_local(stack: Stack) -> None:
+    stack.provider.fail_next(10, 500)
+    headers, resp = chat(stack, EASY, headers={"x-appliance-route": "cloud"})
+    assert headers["x-appliance-route"] == "local"
+    assert headers["x-appliance-reason"] == "cloud-failed:all-failed,fallback"
+    assert headers["x-appliance-model"] == "local-model"
+    assert resp.choices[0].message.content == "answered locally"
+    assert len(stack.provider.requests) == 2  # one try plus one retry, then local
+
+
+def test_cloud_down_and_too_long_for_local_is_a_503(stack: Stack) -> None:
+    stack.local.n_ctx = 64
+    stack.provider.fail_next(10, 503)
+    r = stack.http.post("/v1/chat/completions", json={
+        "model": "default", "messages": [{"role": "user", "content": "summarise: " + "word " * 2000}],
+    })
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "cloud_unavailable"
+    assert r.headers["x-appliance-reason"].startswith("capacity:context,cloud-failed:")
+    assert stack.local.records == []  # never started locally
+
+
+def test_secret_bound_for_the_cloud_is_refused(stack: Stack) -> None:
+    r = stack.http.post("/v1/chat/completions", json={
+        "model": CLOUD_MODEL, "messages": [{"role": "user", "content": f"deploy with this key:\n{PEM}"}],
+    })
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "cloud_not_allowed"
+    assert r.headers["x-appliance-reason"].startswith("privacy:")
+    assert "PRIVATE KEY" not in r.text
+    assert stack.provider.requests == []
+    # Without the explicit cloud choice the same request is simply served locally.
+    r = stack.http.post("/v1/chat/completions", json={
+        "model": "default", "messages": [{"role": "user", "content": f"{HARD}\n{PEM}"}],
+    })
+    assert r.status_code == 200 and r.headers["x-appliance-route"] == "local"
+
+
+def test_the_provider_key_never_reaches_a_client(stack: Stack) -> None:
+    seen: list[str] = []
+    stack.provider.fail_next(2, 401, message="Incorrect API key provided.")
+    for body, headers in (
+        ({"model": CLOUD_MODEL, "messages": [{"role": "user", "content": EASY}]}, {}),
+        ({"model": CLOUD_MODEL, "messages": [{"role": "user", "content": EASY}], "stream": True}, {}),
+        ({"model": "default", "messages": [{"role": "user", "content": HARD}]}, {}),
+    ):
+        r = stack.http.post("/v1/chat/completions", json=body, headers=headers)
+        seen.append(r.text + repr(dict(r.headers)))
+    seen.append(stack.http.get("/metrics").text + stack.http.get("/v1/models").text)
+    assert all(KEY not in s for s in seen)
+    assert KEY not in repr(stack.routing.cloud)
+
+
+def test_every_request_is_in_the_usage_log(stack: Stack, tmp_path: Path) -> None:
+    chat(stack, EASY)
+    chat(stack, EASY, model=CLOUD_MODEL)
+    stack.http.post("/v1/chat/completions", json={"model": CLOUD_MODEL, "messages": [
+        {"role": "user", "content": PEM}]})
+    assert stack.routing.usage is not None
+    stack.routing.usage.flush()
+    db = sqlite3.connect(tmp_path / "usage.sqlite")
+    rows = db.execute("SELECT route, served_model, provider, prompt_tokens, cost_usd, status FROM requests "
+                      "ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["local", "cloud", "refused"]
+    assert rows[0][1:3] == ("local-model", "local")
+    assert rows[1][1:3] == (CLOUD_MODEL, "fake-openai") and rows[1][3] > 0 and rows[1][4] > 0
+    assert rows[2][5] == "403"
