@@ -5,14 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# GPU builds of llama.cpp: CUDA where nvcc or nvidia-smi is present, Metal on macOS.
-UNAME_S := $(shell uname -s)
-ifeq ($(UNAME_S),Darwin)
-  CMAKE_ARGS ?= -DGGML_METAL=on
-else ifneq ($(shell command -v nvidia-smi 2>/dev/null),)
-  CMAKE_ARGS ?= -DGGML_CUDA=on
-endif
+# llama-cpp-python is built from source for this machine: CUDA where nvidia-smi is present,
+# Metal on macOS, and on x86 CPUs the ISA extensions the CPU has minus AMX (why: the script's
+# docstring). The wheel is kept in a cache keyed by version and flags, because pip's own wheel
+# cache is keyed by version only and would hand back a build made with other flags.
+LLAMA_CPP_VERSION := 0.3.36
+CMAKE_ARGS ?= $(shell $(PY) scripts/llama_cmake_args.py)
 export CMAKE_ARGS
+WHEEL_KEY := $(shell printf '%s' "$(LLAMA_CPP_VERSION) $(CMAKE_ARGS)" | sha256sum | cut -c1-16)
+WHEEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/appliance/wheels/$(WHEEL_KEY)
 
 # The real OpenCode client for the end-to-end test, and what its tools need (ripgrep).
 TOOLS := .tools
@@ -24,8 +25,11 @@ OPENCODE_CONFIG := $(TOOLS)/opencode-config/opencode
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	@if [ -n "$$CMAKE_ARGS" ]; then echo "building llama-cpp-python with CMAKE_ARGS=$$CMAKE_ARGS"; \
-	  $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 ; fi
+	@ls $(WHEEL_DIR)/llama_cpp_python-*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) with CMAKE_ARGS=$$CMAKE_ARGS (minutes)"; \
+	  rm -rf $(WHEEL_DIR).tmp; $(BIN)/pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python \
+	    -w $(WHEEL_DIR).tmp llama-cpp-python==$(LLAMA_CPP_VERSION) && mv $(WHEEL_DIR).tmp $(WHEEL_DIR); }
+	$(BIN)/pip install -q --force-reinstall --no-deps $(WHEEL_DIR)/llama_cpp_python-*.whl
 	$(BIN)/pip install -e '.[test]'
 	touch $(STAMP)
 

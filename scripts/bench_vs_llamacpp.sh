@@ -10,7 +10,7 @@
 # with 4 slots), interleaving the servers, and prints the Markdown tables.
 #
 # Environment:
-#   THREADS (2), REPEAT (3), MODEL (catalog name, default qwen2.5-coder-0.5b-instruct),
+#   THREADS (2), REPEAT (3), LCP_REPEAT (1, llama_cpp.server's trace replays), MODEL (catalog name, default qwen2.5-coder-0.5b-instruct),
 #   OUT (results folder, default ./bench-results/vs-llamacpp, git-ignored),
 #   QUIET_LOAD (start each phase once the 1-minute load average is below it, default 1.0),
 #   APPLIANCE_ARGS / LLAMA_ARGS (extra flags for `appliance serve` / llama-server),
@@ -97,48 +97,68 @@ start_others() {
   wait_ready "http://127.0.0.1:$P_LCP" llama_cpp.server $!
 }
 
-APPL_PID=
-start_appliance() {  # SLOTS: the same number of slots as llama-server in this phase
+# The appliance is (re)started by a generated launcher, so the `restart` workload can restart
+# it between a session's first request and the next one (what survives a restart).
+APPL_PIDFILE=$OUT/appliance.pid
+start_appliance() {  # SLOTS CTX: the same number of slots as llama-server in this phase
   [ -z "${SKIP_APPLIANCE:-}" ] || return 0
-  if [ -n "$APPL_PID" ]; then kill "$APPL_PID" 2>/dev/null || true; wait "$APPL_PID" 2>/dev/null || true; fi
-  # shellcheck disable=SC2086
-  "$PY" -m appliance.cli serve --model "$MODEL" --port $P_APPL --threads "$THREADS" --slots "$1" \
-    --ctx "$2" --small-model none ${APPLIANCE_ARGS:-} >"$LOGS/appliance-slots$1.log" 2>&1 &
-  APPL_PID=$!
-  PIDS+=($!)
-  wait_ready "http://127.0.0.1:$P_APPL" "appliance-slots$1" $!
+  cat >"$OUT/appliance-launch.sh" <<EOF
+#!/usr/bin/env bash
+if [ -f "$APPL_PIDFILE" ]; then
+  pid=\$(cat "$APPL_PIDFILE"); kill "\$pid" 2>/dev/null
+  while kill -0 "\$pid" 2>/dev/null; do sleep 0.2; done
+fi
+nohup "$PY" -m appliance.cli serve --model "$MODEL" --port $P_APPL --threads "$THREADS" --slots "$1" \\
+  --ctx "$2" --small-model none ${APPLIANCE_ARGS:-} >>"$LOGS/appliance-slots$1.log" 2>&1 &
+echo \$! >"$APPL_PIDFILE"
+EOF
+  chmod +x "$OUT/appliance-launch.sh"
+  "$OUT/appliance-launch.sh"
+  wait_ready "http://127.0.0.1:$P_APPL" "appliance-slots$1" "$(cat "$APPL_PIDFILE")"
 }
-
-targets() {
-  echo --target "llama-server=http://127.0.0.1:$P_LLAMA,model=$MODEL"
-  echo --target "llama_cpp.server=http://127.0.0.1:$P_LCP,model=$MODEL"
-  [ -n "${SKIP_APPLIANCE:-}" ] || echo --target "appliance=http://127.0.0.1:$P_APPL,model=$MODEL"
+stop_appliance() {
+  [ -f "$APPL_PIDFILE" ] || return 0
+  local pid; pid=$(cat "$APPL_PIDFILE"); kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  rm -f "$APPL_PIDFILE"
 }
+trap 'cleanup; stop_appliance' EXIT
 
-bench() {  # OUTDIR ARGS...
-  local dir=$1; shift
+T_LLAMA="--target llama-server=http://127.0.0.1:$P_LLAMA,model=$MODEL"
+T_LCP="--target llama_cpp.server=http://127.0.0.1:$P_LCP,model=$MODEL"
+T_APPL="--target appliance=http://127.0.0.1:$P_APPL,model=$MODEL,restart=$OUT/appliance-launch.sh"
+[ -z "${SKIP_APPLIANCE:-}" ] || T_APPL=
+
+bench() {  # OUTDIR REPEAT TARGETS ARGS...
+  local dir=$1 repeat=$2 targets=$3; shift 3
   wait_quiet
-  # shellcheck disable=SC2046
-  "$PY" -m appliance.bench.cli $(targets) --repeat "$REPEAT" --out "$dir" --gguf "$GGUF" "$@"
+  # shellcheck disable=SC2086
+  "$PY" -m appliance.bench.cli $targets --repeat "$repeat" --out "$dir" --gguf "$GGUF" "$@"
 }
 
-# Phase 1: agent traces, llama-server with 2 slots of 8k (an agent turn plus its title request);
-# then a new session with the same system prompt and tools after 4 other requests.
-start_others
+# Phase 1: agent traces, llama-server and the appliance with 2 slots of 8k (an agent turn plus
+# its title request); a new session with the same system prompt and tools after 4 other
+# requests, and (appliance) after a restart. llama_cpp.server runs the traces LCP_REPEAT times
+# (default 1: at ~6 min a replay, its 4x margin does not need a median of three).
+trace_args=()
+for t in $TRACES; do trace_args+=(--trace "$t"); done
 start_appliance 2 16384
 start_llama_server 2 16384
 LLAMA_PID=$!
-trace_args=()
-for t in $TRACES; do trace_args+=(--trace "$t"); done
-bench "$OUT/traces" --workload trace,session "${trace_args[@]}" --trace-max-tokens 32
+bench "$OUT/traces" "$REPEAT" "$T_LLAMA $T_APPL" --workload trace,session,restart "${trace_args[@]}" \
+  --trace-max-tokens 32
 kill "$LLAMA_PID" 2>/dev/null || true; wait "$LLAMA_PID" 2>/dev/null || true
+start_others
+bench "$OUT/traces-lcp" "${LCP_REPEAT:-1}" "$T_LCP" --workload trace "${trace_args[@]}" --trace-max-tokens 32
 
 # Phase 2: decode speed and concurrency, llama-server (and the appliance) with 4 slots of 8k.
+stop_appliance
 start_appliance 4 32768
 start_llama_server 4 32768
-bench "$OUT/streams" --workload decode,concurrency --prompt-sizes 128,1024,4096 --max-tokens 128 \
-  --concurrency 1,4
+bench "$OUT/streams" "$REPEAT" "$T_LLAMA $T_LCP $T_APPL" --workload decode,concurrency \
+  --prompt-sizes 128,1024,4096 --max-tokens 128 --concurrency 1,4
 cleanup
+stop_appliance
 
 # llama.cpp's own numbers for the same model and threads (no HTTP): the one-stream ceiling.
 if [ -n "$LLAMA_BENCH" ]; then
@@ -153,7 +173,7 @@ for phase in traces streams; do
 done
 
 echo; echo "## results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
-for phase in traces streams; do
+for phase in traces traces-lcp streams; do
   f=$(ls -t "$OUT/$phase"/bench-*.json | head -1)
   echo; echo "### $phase: $f"; echo
   "$PY" -m appliance.bench.cli compare "$f" --baseline llama-server --markdown

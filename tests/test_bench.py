@@ -211,6 +211,22 @@ def test_session_warm_start_against_cold():
     assert evicted_m["warm_over_cold"]["median"] > 0.8
 
 
+def test_restart_runs_the_targets_command_between_cold_and_new_session(tmp_path):
+    """`restart` runs the target's restart=CMD, waits for it to list models, then measures."""
+    marker = tmp_path / "restarted"
+    cfg = FakeConfig(ttft_s=0.01, token_s=0.002, prefill_token_s=0.0001)
+    with TimedServer(cfg) as server:
+        common = {"workloads": ["restart"], "trace_max_tokens": 4, "session_fillers": 0}
+        _, samples, summary = run(
+            [f"s={server.url},restart=touch {marker}", f"plain={server.url}"], **common
+        )
+    assert marker.exists()
+    m = summary["s"]["restart"]["trace=synthetic-agent"]["metrics"]
+    assert m["restart_s"]["median"] is not None and m["warm_ttft_s"]["median"] > 0
+    plain = [x for x in samples if x.target == "plain"]
+    assert [x.status for x in plain] == ["skipped"]
+
+
 # ---- bad targets ---------------------------------------------------------------------------
 
 

@@ -52,6 +52,7 @@ COLUMNS: dict[str, list[tuple[str, str, float]]] = {
         ("prompt_tokens", "prompt tok", 1),
     ],
 }
+COLUMNS["restart"] = [*COLUMNS["session"], ("restart_s", "restart s", 1)]
 
 
 def fmt(x: float | None, scale: float = 1.0) -> str:

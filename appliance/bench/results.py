@@ -24,6 +24,7 @@ HEADLINE = {
     "concurrency": ("aggregate_decode_tok_s", True),
     "trace": ("total_s", False),
     "session": ("warm_over_cold", False),
+    "restart": ("warm_over_cold", False),
 }
 
 HIGHER_IS_BETTER = {

@@ -35,7 +35,7 @@ class NullReporter:
 
 
 def load_traces(settings: Settings) -> list[trace_mod.Trace]:
-    if not {"trace", "session"} & set(settings.workloads):
+    if not {"trace", "session", "restart"} & set(settings.workloads):
         return []
     return [trace_mod.load(spec, settings.trace_max_tokens or 32) for spec in settings.traces]
 

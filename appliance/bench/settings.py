@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.bench.targets import Target
 
-WORKLOADS = ("decode", "prefill", "concurrency", "trace", "session")
+WORKLOADS = ("decode", "prefill", "concurrency", "trace", "session", "restart")
 
 
 @dataclass

@@ -6,6 +6,8 @@ concurrency N streams at once: aggregate and per-stream throughput, TTFT under l
 trace       an agent's requests replayed in order: per-request TTFT, total, cached tokens
 session     a new agent session with the same system prompt and tools, after other work:
             its first TTFT against a cold one (what a prefix store beyond the slots buys)
+restart     the same, with the server restarted in between by the target's `restart=CMD`
+            (targets without one are skipped): what survives a restart
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def cases(settings: Settings, loaded_traces: list[trace_mod.Trace]) -> list[Case
             out += [Case(w, f"streams={n}", n) for n in settings.concurrency]
         elif w == "trace":
             out += [Case(w, f"trace={t.name}", t) for t in loaded_traces]
-        elif w == "session" and loaded_traces:  # the agent's first request: one trace is enough
-            out.append(Case(w, f"trace={loaded_traces[0].name}", loaded_traces[0]))
+        elif w in ("session", "restart"):  # the agent's first request: one trace is enough
+            if loaded_traces:
+                out.append(Case(w, f"trace={loaded_traces[0].name}", loaded_traces[0]))
         else:
             raise ValueError(f"unknown workload {w!r}")
     return out
@@ -89,8 +92,8 @@ async def run_case(
         await _concurrency(client, state, settings, sample, case.param)
     elif case.workload == "trace":
         await _trace(client, state, settings, sample, case.param)
-    elif case.workload == "session":
-        await _session(client, state, settings, sample, case.param)
+    elif case.workload in ("session", "restart"):
+        await _session(client, state, settings, sample, case.param, restart=case.workload == "restart")
     return sample
 
 
@@ -204,6 +207,23 @@ def trace_metrics(steps: list[dict[str, Any]], total_s: float) -> dict[str, Any]
     }
 
 
+async def restart_target(client, state: TargetState, command: str, timeout_s: float) -> float:
+    """Run the target's restart command, then wait until it lists its models again."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_shell(command)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"restart command exited {proc.returncode}")
+    while time.perf_counter() - t0 < timeout_s:
+        try:
+            r = await client.get(f"{state.target.url}/models", headers=state.target.headers(), timeout=5)
+            if r.status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"target not ready {timeout_s:.0f} s after restart")
+
+
 def _session_bodies(trace: trace_mod.Trace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trace's first agent request (the one with tools), and the same with a new task."""
     bodies = [b for step in trace.steps for _, b in step]
@@ -216,9 +236,18 @@ def _session_bodies(trace: trace_mod.Trace) -> tuple[dict[str, Any], dict[str, A
 
 
 async def _session(
-    client, state: TargetState, settings: Settings, sample: Sample, trace: trace_mod.Trace
+    client,
+    state: TargetState,
+    settings: Settings,
+    sample: Sample,
+    trace: trace_mod.Trace,
+    restart: bool = False,
 ) -> None:
-    tag = f"[bench session {settings.run_id}-r{sample.rep}-s]"
+    command = state.target.options.get("restart")
+    if restart and not command:
+        sample.status, sample.error = "skipped", "no restart=CMD for this target"
+        return
+    tag = f"[bench session {settings.run_id}-r{sample.rep}-{'x' if restart else 's'}]"
     first, other = _session_bodies(trace)
     send = trace_mod.prepare
     cold = await chat(
@@ -234,6 +263,12 @@ async def _session(
         fillers.append(
             await chat(client, state.target, chat_body(state, settings, msgs, 4), settings.timeout_s)
         )
+    if restart and command:
+        try:
+            restart_s = await restart_target(client, state, command, settings.timeout_s)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            sample.status, sample.error = "error", f"restart: {exc}"
+            return
     warm = await chat(
         client,
         state.target,
@@ -249,6 +284,7 @@ async def _session(
         "warm_cached_tokens": warm.cached_tokens,
         "prompt_tokens": warm.prompt_tokens,
         "fillers": len(fillers),
+        **({"restart_s": restart_s} if restart else {}),
     }
     errors = [f"{n}: {r.error}" for n, r in (("cold", cold), ("warm", warm)) if r.error]
     errors += [f"filler: {f.error}" for f in fillers if f.error]
