@@ -88,7 +88,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in (
         "host", "port", "model", "quant", "ctx", "slots", "kv_type", "threads", "small_model", "profile",
-        "api_key_env",
+        "api_key_env", "runtime", "model_dir", "vllm_command",
     )}
     if args.no_prefix_store:
         overrides["prefix_store"] = False
@@ -99,6 +99,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return serve(cfg)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from appliance.models.store import ModelNotAvailable
+    from runtimes.vllm.convert import ConvertError, convert_model
+
+    try:
+        print(convert_model(args.model, args.quant, args.out, args.python))
+    except (ConvertError, ModelNotAvailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:
@@ -165,7 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key-env", dest="api_key_env", help="env var holding a key clients must send")
     s.add_argument("--no-prefix-store", action="store_true", help="do not keep prompt caches on disk")
     s.add_argument("--air-gapped", action="store_true", help="never use the cloud; no cloud client is built")
+    s.add_argument("--runtime", choices=["auto", "llama.cpp", "vllm"], help="engine (default: the plan's)")
+    s.add_argument("--model-dir", dest="model_dir", help="vLLM: Hugging Face folder of --model to serve")
+    s.add_argument("--vllm-command", dest="vllm_command", help="vLLM launch command (default: its venv)")
     s.set_defaults(func=_cmd_serve)
+
+    cv = sub.add_parser("convert", help="GGUF -> Hugging Face folder (safetensors + tokenizer) for vLLM")
+    cv.add_argument("model", help="catalog name (its GGUF is fetched first) or a .gguf file")
+    cv.add_argument("--quant", help="which GGUF of the model (default: its first)")
+    cv.add_argument("--out", type=Path, help="output folder (default: <data dir>/models/<model>/hf)")
+    cv.add_argument("--python", help="python with torch + transformers + gguf (default: vLLM's venv)")
+    cv.set_defaults(func=_cmd_convert)
 
     u = sub.add_parser("usage", help="requests, tokens and cloud spend by day and model")
     u.add_argument("--config", type=Path, help="YAML settings (cloud prices, reference model)")

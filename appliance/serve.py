@@ -31,6 +31,10 @@ class LoadSpec:
     slots: int
     kv_type: str
     reason: str
+    runtime: str = "llama.cpp"  # or "vllm" (a supervised child; appliance/serve_vllm.py)
+    tensor_parallel: int = 1
+    gpu_bytes: int = 0  # what the plan puts on the GPU for it
+    reserve_gpu_bytes: int = 0  # vLLM: GPU memory the rest of the plan loads after it
 
 
 class ServeError(Exception):
@@ -47,7 +51,7 @@ def _hardware(cfg: ServeConfig) -> Hardware:
     return detect()
 
 
-SERVABLE_RUNTIMES = {"llama.cpp"}  # vLLM joins with its supervisor (issue 6)
+SERVABLE_RUNTIMES = {"llama.cpp", "vllm"}
 
 
 def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
@@ -55,7 +59,10 @@ def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
     from appliance.planner import plan
 
     result = plan(hw)
-    main = _choose("default", cfg.model, result.candidates.get("main", []), cfg)
+    ranked = result.candidates.get("main", [])
+    if cfg.runtime == "vllm":  # a forced vLLM may serve any planned model, side-task ones too
+        ranked = ranked + result.candidates.get("small", [])
+    main = _choose("default", cfg.model, ranked, cfg)
     if main is None:
         raise ServeError("no servable model fits this machine; see `appliance plan`")
     specs = [main]
@@ -63,13 +70,19 @@ def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
         small = _choose("small", cfg.small_model, result.candidates.get("small", []), None)
         if small is not None and small.model.name != main.model.name:
             specs.append(small)
+            main.reserve_gpu_bytes = small.gpu_bytes
     return specs
 
 
 def _choose(role: str, pinned: str | None, ranked: list, cfg: ServeConfig | None) -> LoadSpec | None:
     """The best-ranked candidate we can serve now, or the pinned model's best plan."""
     catalog = load_catalog()
-    servable = [c for c in ranked if c.runtime in SERVABLE_RUNTIMES and c.available]
+    forced = cfg.runtime if cfg and cfg.runtime != "auto" else None
+    if forced == "vllm":  # any plan of the model sizes it; the checkpoint is checked at load
+        servable = list(ranked)
+    else:
+        servable = [c for c in ranked if c.runtime in SERVABLE_RUNTIMES and c.available]
+        servable = [c for c in servable if c.runtime == forced] if forced else servable
     if pinned:
         model = catalog.get(pinned)
         if model is None:
@@ -95,10 +108,17 @@ def _choose(role: str, pinned: str | None, ranked: list, cfg: ServeConfig | None
         slots=(cfg and cfg.slots) or chosen.slots,
         kv_type=(cfg and cfg.kv_type) or chosen.kv_type,
         reason=chosen.reason,
+        runtime=forced or chosen.runtime,
+        tensor_parallel=chosen.tensor_parallel,
+        gpu_bytes=chosen.memory.gpu_bytes,
     )
 
 
 def load_runtime(spec: LoadSpec, cfg: ServeConfig, hw: Hardware):
+    if spec.runtime == "vllm":
+        from appliance.serve_vllm import load_vllm
+
+        return load_vllm(spec, cfg, hw, log=lambda m: console.print(f"[dim]{m}[/]"))
     from appliance.models.store import fetch
     from appliance.paths import data_dir
     from runtimes.llamacpp.engine import EngineConfig
