@@ -43,9 +43,12 @@ $(OPENCODE):
 	mkdir -p $(OPENCODE_CONFIG)
 	npm install --prefix $(OPENCODE_CONFIG) --no-audit --no-fund @opencode-ai/plugin@1.18.33
 
+# ripgrep for OpenCode's tools; iproute2 (`ip netns`) for the air-gap proof (tests/test_airgap.py).
 tools: $(OPENCODE)
 	@command -v rg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq ripgrep); } || echo "warning: ripgrep missing"
+	@command -v ip >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq iproute2); } || echo "warning: iproute2 missing"
 
 test: $(STAMP) tools
 	$(BIN)/ruff check .

@@ -1,34 +1,21 @@
 """Routing through the real HTTP API: headers, cloud via a provider on loopback, fallback,
 refusals, keys, and the usage log.
 
-The app is assembled the way `appliance serve` does it (`build_routing` from a config);
-the cloud provider is the fake OpenAI server from tests/fakes (a real HTTP server on
-127.0.0.1: real providers cannot be reached here); the local model is the scripted
-runtime (this file tests routing, not generation). The client is the official openai SDK.
+See tests/routing_stack.py: the app assembled as `appliance serve` does, a fake OpenAI
+provider on loopback (a real HTTP server: real providers cannot be reached here), the
+scripted local runtime (this file tests routing, not generation); the client is the
+official openai SDK.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import openai
 import pytest
-from fakes.openai_provider import FakeOpenAI
-from fakes.provider_base import Reply
-from fakes.scripted_runtime import ScriptedRuntime, text_events
+from routing_stack import CLOUD_MODEL, KEY, KEY_ENV, Stack, open_stack
 
-from appliance.api import ModelRegistry, create_app
-from appliance.api.routing import Routing
-from appliance.api.testing import running_server
-from appliance.config import ServeConfig
-from appliance.router.build import build_routing
-
-KEY = "sk-live-DO-NOT-LEAK-0123456789"
-CLOUD_MODEL = "gpt-frontier"
 EASY = "hi! what does the word 'distributed' mean?"
 HARD = (
     "Prove that there is no continuous function f from the reals to the reals that takes every "
@@ -40,38 +27,12 @@ PEM = (
 )
 
 
-@dataclass
-class Stack:
-    client: openai.OpenAI
-    http: httpx.Client
-    provider: FakeOpenAI
-    local: ScriptedRuntime
-    routing: Routing
-
-
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
-    monkeypatch.setenv("ROUTER_TEST_KEY", KEY)
-    local = ScriptedRuntime(id="local-model", n_ctx=4096, script=text_events("answered locally"))
-    registry = ModelRegistry()
-    registry.add(local, roles=["default"])
-    with FakeOpenAI(api_key=KEY, reply=Reply(text="answered by the cloud")) as provider:
-        cloud = {
-            "backoff_base_s": 0.001, "backoff_max_s": 0.01,
-            "providers": [{
-                "name": "fake-openai", "kind": "openai", "base_url": provider.api_base,
-                "api_key_env": "ROUTER_TEST_KEY", "max_retries": 1,
-                "models": {CLOUD_MODEL: {"upstream": "gpt-4o", "price": {"input": 2.5, "output": 10.0}}},
-            }],
-        }
-        cfg = ServeConfig(cloud=cloud, router={"reference_cloud_model": CLOUD_MODEL})
-        routing = build_routing(cfg, registry)
-        app = create_app(registry, routing=routing, close_runtimes_on_shutdown=True)
-        with running_server(app) as live:
-            client = openai.OpenAI(base_url=live.api_base, api_key="client-key", max_retries=0)
-            with httpx.Client(base_url=live.base_url, timeout=30) as http:
-                yield Stack(client, http, provider, local, routing)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with open_stack() as s:
+        yield s
 
 
 def chat(stack: Stack, text: str, *, model: str = "default", headers: dict | None = None):
