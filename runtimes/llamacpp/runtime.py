@@ -84,6 +84,11 @@ class LlamaCppRuntime:
     def stats(self) -> RuntimeStats:
         return self.engine.stats()
 
+    def count_prompt_tokens(self, req: ChatRequest) -> int:
+        """The exact prompt length in tokens, as `chat` would send it (the router's capacity check)."""
+        prompt, _, _ = self.prepare_chat(req)
+        return len(self._tokenize_prompt(prompt))
+
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
 
