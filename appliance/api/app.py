@@ -58,7 +58,9 @@ def create_app(
     app.state.cloud = routing.cloud  # None in air-gapped mode: no cloud client exists
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, api_key=api_key)
-    app.include_router(build_router(registry, metrics, ChatDispatcher(registry, metrics, routing)))
+    # Every chat dialect (OpenAI here, Anthropic /v1/messages) routes through this one dispatcher.
+    app.state.dispatcher = dispatcher = ChatDispatcher(registry, metrics, routing)
+    app.include_router(build_router(registry, metrics, dispatcher))
 
     @app.get("/health")
     async def health() -> JSONResponse:
