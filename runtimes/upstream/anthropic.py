@@ -1,0 +1,245 @@
+"""`AnthropicUpstream`: a Runtime that forwards chats to Anthropic's Messages API.
+
+Outbound the ChatRequest's OpenAI-shaped messages and tools are translated by
+anthropic_format (the same module our inbound /v1/messages uses); inbound the
+Messages stream (message_start, content_block_start/delta/stop, message_delta,
+message_stop) becomes our Events: text, thinking as reasoning, tool_use blocks as
+tool-call pieces (`input_json_delta` carries the arguments' JSON text), and the
+stop reason and usage at the end. Like the OpenAI client, it yields nothing before
+the provider produced output, and a cut stream is an error, never a short answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from runtimes.base import (
+    ChatRequest,
+    CompletionRequest,
+    Event,
+    FinishReason,
+    InvalidRequest,
+    RuntimeStats,
+    Sampling,
+    ToolCallDelta,
+    UpstreamError,
+    Usage,
+)
+from runtimes.upstream.anthropic_format import (
+    FROM_STOP_REASON,
+    to_anthropic,
+    to_anthropic_tool_choice,
+    to_anthropic_tools,
+    usage_from_anthropic,
+)
+from runtimes.upstream.http import Timeouts, as_secret, new_client, open_stream, parse_json, sse_data
+
+API_VERSION = "2023-06-01"
+_DEFAULTS = Sampling()
+# Error types Anthropic sends inside a stream that are worth another try.
+_RETRYABLE_STREAM_ERRORS = ("overloaded_error", "api_error", "rate_limit_error")
+
+
+class AnthropicUpstream:
+    """A Runtime over `{base_url}/v1/messages`.
+
+    base_url: without `/v1` (as the anthropic SDK takes it).
+    default_max_tokens: sent when the client set none (the Messages API requires it).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        id: str | None = None,
+        api_key: SecretStr | str | None = None,
+        provider: str = "anthropic",
+        n_ctx: int = 0,
+        timeouts: Timeouts | None = None,
+        default_max_tokens: int = 4096,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.model = model
+        self.id = id or model
+        self.provider = provider
+        self.n_ctx = n_ctx
+        self.timeouts = timeouts or Timeouts()
+        self.default_max_tokens = default_max_tokens
+        self._key = as_secret(api_key)
+        self._extra_headers = dict(headers or {})
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._active = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"AnthropicUpstream(provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r})"
+        )
+
+    # -- Runtime ------------------------------------------------------------------------
+    def chat(self, req: ChatRequest) -> AsyncIterator[Event]:
+        return self._run(self.messages_body(req))
+
+    async def complete(self, req: CompletionRequest) -> AsyncIterator[Event]:
+        raise InvalidRequest("The Anthropic Messages API has no text completions; use chat.")
+        yield Event()  # pragma: no cover  (makes this an async generator)
+
+    def stats(self) -> RuntimeStats:
+        return RuntimeStats(slots_total=0, slots_busy=self._active, queue_depth=0, loaded=True)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- request ------------------------------------------------------------------------
+    def messages_body(self, req: ChatRequest) -> dict[str, Any]:
+        s = req.sampling
+        if s.json_schema is not None:
+            raise InvalidRequest(f"{self.provider}: structured output (response_format) is not supported")
+        system, messages = to_anthropic(req.messages)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": s.max_tokens or self.default_max_tokens,
+            "messages": messages,
+            "stream": True,
+        }
+        if system:
+            body["system"] = system
+        if req.tools:
+            body["tools"] = to_anthropic_tools(req.tools)
+            choice = to_anthropic_tool_choice(req.tool_choice)
+            if choice is not None:
+                body["tool_choice"] = choice
+        body.update(_sampling(s))
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"accept": "text/event-stream", "anthropic-version": API_VERSION, **self._extra_headers}
+        if self._key is not None:
+            headers["x-api-key"] = self._key.get_secret_value()
+        return headers
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_client(self.base_url, self.timeouts, self._transport)
+        return self._client
+
+    # -- the stream ---------------------------------------------------------------------
+    async def _run(self, body: dict[str, Any]) -> AsyncIterator[Event]:
+        self._active += 1
+        try:
+            response = await open_stream(
+                self._http(),
+                self.base_url + "/v1/messages",
+                body,
+                self._headers(),
+                provider=self.provider,
+                key=self._key,
+                n_ctx=self.n_ctx,
+            )
+            try:
+                reader = MessageStreamReader(self.provider)
+                async for data in sse_data(response, provider=self.provider, key=self._key):
+                    event = reader.feed(parse_json(data, provider=self.provider))
+                    if event is not None:
+                        yield event
+                    if reader.stopped:
+                        break
+                yield reader.final()
+            finally:
+                await response.aclose()
+        finally:
+            self._active -= 1
+
+
+def _sampling(s: Sampling) -> dict[str, Any]:
+    """Only what the client set; Anthropic's temperature tops out at 1."""
+    out: dict[str, Any] = {}
+    if s.temperature != _DEFAULTS.temperature:
+        out["temperature"] = min(1.0, s.temperature)
+    if s.top_p != _DEFAULTS.top_p:
+        out["top_p"] = s.top_p
+    if s.top_k != _DEFAULTS.top_k and s.top_k > 0:
+        out["top_k"] = s.top_k
+    if s.stop:
+        out["stop_sequences"] = list(s.stop)
+    return out
+
+
+@dataclass
+class MessageStreamReader:
+    """Messages API stream events -> our Events; tool_use blocks are numbered as tool calls."""
+
+    provider: str
+    usage: Usage = field(default_factory=Usage)
+    finish: FinishReason | None = None
+    stopped: bool = False
+    _tools: dict[int, int] = field(default_factory=dict)  # content block index -> tool call index
+    _with_args: set[int] = field(default_factory=set)  # tool calls that received argument text
+
+    def feed(self, ev: dict[str, Any]) -> Event | None:
+        kind = ev.get("type")
+        if kind == "message_start":
+            usage_from_anthropic((ev.get("message") or {}).get("usage") or {}, self.usage)
+        elif kind == "content_block_start":
+            return self._block_start(ev.get("index", 0), ev.get("content_block") or {})
+        elif kind == "content_block_delta":
+            return self._delta(ev.get("index", 0), ev.get("delta") or {})
+        elif kind == "content_block_stop":
+            return self._block_stop(ev.get("index", 0))
+        elif kind == "message_delta":
+            reason = (ev.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.finish = FROM_STOP_REASON.get(reason, "stop")
+            usage_from_anthropic(ev.get("usage") or {}, self.usage)
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind == "error":
+            err = ev.get("error") or {}
+            retryable = err.get("type") in _RETRYABLE_STREAM_ERRORS
+            message = f"{self.provider} failed mid-stream: {err.get('type')}: {err.get('message', '')}"
+            raise UpstreamError(message, retryable=retryable)
+        return None
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> Event | None:
+        kind = block.get("type")
+        if kind == "tool_use":
+            call = self._tools.setdefault(index, len(self._tools))
+            return Event(tool_calls=[ToolCallDelta(index=call, id=block.get("id"), name=block.get("name"))])
+        if kind == "text" and block.get("text"):
+            return Event(content=block["text"])
+        if kind == "thinking" and block.get("thinking"):
+            return Event(reasoning=block["thinking"])
+        return None
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> Event | None:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return Event(content=delta["text"])
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return Event(reasoning=delta["thinking"])
+        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tools:
+            self._with_args.add(index)
+            piece = ToolCallDelta(index=self._tools[index], arguments=delta["partial_json"])
+            return Event(tool_calls=[piece])
+        return None
+
+    def _block_stop(self, index: int) -> Event | None:
+        """A tool called without arguments still gets `{}`: OpenAI clients parse JSON there."""
+        if index in self._tools and index not in self._with_args:
+            return Event(tool_calls=[ToolCallDelta(index=self._tools[index], arguments="{}")])
+        return None
+
+    def final(self) -> Event:
+        if not self.stopped and self.finish is None:
+            raise UpstreamError(f"{self.provider} closed the stream before finishing", retryable=True)
+        return Event(finish_reason=self.finish or "stop", usage=self.usage)
