@@ -114,3 +114,57 @@ def test_air_gapped_fetch_imports_a_local_file(
     assert not artifact_path(model, art).exists()
     got = fetch(model, art, air_gapped=True, source=smollm_path)
     assert got == artifact_path(model, art) and got.stat().st_size == art.size_bytes
+
+
+def _wheel(dest: Path, package: str, version: str, member: str, payload: Path) -> Path:
+    """A minimal valid wheel carrying `payload` as `member`, like the model wheels on PyPI."""
+    import zipfile
+
+    dist = f"{package.replace('-', '_')}-{version}"
+    path = dest / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(payload, member)
+        meta = f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n"
+        zf.writestr(f"{dist}.dist-info/METADATA", meta)
+        zf.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                    "Tag: py3-none-any\n")
+        zf.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+@pytest.mark.slow
+def test_air_gapped_fetch_uses_only_the_configured_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm_path: Path
+) -> None:
+    """An internal mirror (a PEP 503 index served on loopback) is the one place pip may go;
+    the environment's own index settings are ignored."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    model = load_catalog().get("smollm2-135m-instruct")
+    art = model.artifacts[0]
+    piece = art.pypi[0]
+    root = tmp_path / "mirror"
+    project = root / "simple" / piece.package
+    project.mkdir(parents=True)
+    whl = _wheel(project, piece.package, piece.version, piece.member, smollm_path)
+    (project / "index.html").write_text(f'<html><body><a href="{whl.name}">{whl.name}</a></body></html>')
+    seen: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, fmt: str, *args: object) -> None:
+            seen.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # not the mirror: must be ignored
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "http://127.0.0.1:9/extra")
+    try:
+        mirror = f"http://127.0.0.1:{server.server_address[1]}/simple"
+        got = fetch(model, art, air_gapped=True, mirror=mirror)
+    finally:
+        server.shutdown()
+    assert got.stat().st_size == art.size_bytes
+    assert any(p.endswith(".whl") for p in seen)
