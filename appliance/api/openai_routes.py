@@ -85,7 +85,7 @@ def _stream_error(exc: Exception, request_id: str) -> bytes:
     return sse(internal_error(request_id).body())
 
 
-def _finish_error(finish: str | None) -> ApiError | None:
+def finish_error(finish: str | None) -> ApiError | None:
     """A runtime that ends with `error`/`cancelled` did not produce a usable answer."""
     if finish == "error":
         return ApiError(
@@ -131,12 +131,12 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
         async def collect() -> dict[str, Any]:
             async for ev in gen.events():
                 collector.add(ev)
-            err = _finish_error(gen.finish)
+            err = finish_error(gen.finish)
             if err:
                 raise err
             return collector.response(completion_id, model, gen.finish, gen.usage)
 
-        return await _whole(request, gen, collect, headers)
+        return await whole_response(request, gen, collect, headers)
 
     @router.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -158,12 +158,12 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
 
         async def collect() -> dict[str, Any]:
             text = "".join([ev.content async for ev in gen.events()])
-            err = _finish_error(gen.finish)
+            err = finish_error(gen.finish)
             if err:
                 raise err
             return text_response(completion_id, runtime.id, text, gen.finish, gen.usage)
 
-        return await _whole(request, gen, collect, headers)
+        return await whole_response(request, gen, collect, headers)
 
     @router.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -176,7 +176,7 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
     return router
 
 
-async def _whole(
+async def whole_response(
     request: Request, gen: Generation, collect: Callable[[], Any], headers: dict[str, str]
 ) -> Response:
     """A non-streamed answer; the runtime is closed whether it finishes, fails or the client leaves."""
@@ -205,7 +205,7 @@ async def _sse(
                 delta = state.delta(ev)
                 if delta is not None:
                     yield sse(delta)
-            err = _finish_error(gen.finish)
+            err = finish_error(gen.finish)
             if err is not None:
                 outcome = "error"
                 yield sse(err.body())

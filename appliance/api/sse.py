@@ -25,6 +25,11 @@ def sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+def sse_event(obj: dict[str, Any]) -> bytes:
+    """A named frame, `event: <obj["type"]>` then its data (Anthropic's Messages stream)."""
+    return f"event: {obj['type']}\n".encode() + sse(obj)
+
+
 class SSEResponse(StreamingResponse):
     """A text/event-stream response whose body generator is closed however it ends."""
 
