@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from appliance.router.privacy import PrivacyGuard
-from appliance.router.tier import classify, latest_user_text
 from fakes.scripted_runtime import ScriptedRuntime
 
 from appliance.router.decide import CloudSide, Decision, Refusal, Router, RouteRequest
+from appliance.router.privacy import PrivacyGuard
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, session_key
+from appliance.router.tier import classify, latest_user_text
 from appliance.usage import Price, UsageLog
 from runtimes.base import ChatRequest, RuntimeStats, Sampling
 
