@@ -114,7 +114,8 @@ def quantization_flag(target: VllmTarget, cc: float | None) -> str | None:
     vLLM rejects a --quantization that differs from the checkpoint's own quant_method
     (a compressed-tensors FP8 checkpoint is not "fp8"), so the folder's config wins.
     """
-    method = _config_quant_method(target.checkpoint) or target.checkpoint_format
+    declared = _config_quant_method(target.checkpoint)  # "": a local folder that is not quantized
+    method = target.checkpoint_format if declared is None else declared
     if method in ("bf16", "f16", "gguf", ""):
         return None
     if method in MARLIN and (cc or 0.0) >= MARLIN_MIN_CC:
