@@ -106,7 +106,7 @@ def test_secret_bound_for_the_cloud_is_refused(stack: Stack) -> None:
     })
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "cloud_not_allowed"
-    assert r.headers["x-appliance-reason"].startswith("privacy:")
+    assert r.headers["x-appliance-reason"] == "override:model,privacy:private_key"
     assert "PRIVATE KEY" not in r.text
     assert stack.provider.requests == []
     # Without the explicit cloud choice the same request is simply served locally.
@@ -145,3 +145,30 @@ def test_every_request_is_in_the_usage_log(stack: Stack, tmp_path: Path) -> None
     assert rows[0][1:3] == ("local-model", "local")
     assert rows[1][1:3] == (CLOUD_MODEL, "fake-openai") and rows[1][3] > 0 and rows[1][4] > 0
     assert rows[2][5] == "403"
+
+
+def test_anthropic_messages_route_through_the_same_router(stack: Stack) -> None:
+    """The official anthropic SDK against /v1/messages: same decisions, same headers."""
+    import anthropic
+
+    base = str(stack.http.base_url).rstrip("/")
+    client = anthropic.Anthropic(base_url=base, api_key="client-key", max_retries=0)
+    for model, text, route, reason in (
+        ("default", EASY, "local", "tier:local("),
+        (CLOUD_MODEL, EASY, "cloud", "override:model"),
+        ("default", HARD, "cloud", "tier:cloud("),
+    ):
+        raw = client.messages.with_raw_response.create(
+            model=model, max_tokens=32, messages=[{"role": "user", "content": text}]
+        )
+        assert raw.headers["x-appliance-route"] == route
+        assert raw.headers["x-appliance-reason"].startswith(reason)
+        msg = raw.parse()
+        assert msg.content[0].text == f"answered {'locally' if route == 'local' else 'by the cloud'}"
+    with client.messages.with_streaming_response.create(
+        model=CLOUD_MODEL, max_tokens=32, stream=True, messages=[{"role": "user", "content": EASY}]
+    ) as streamed:
+        assert streamed.headers["x-appliance-route"] == "cloud"
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        client.messages.create(model=CLOUD_MODEL, max_tokens=32, messages=[{"role": "user", "content": PEM}])
+    assert refused.value.response.headers["x-appliance-reason"] == "override:model,privacy:private_key"
