@@ -170,10 +170,13 @@ def test_images_are_refused_before_anything_is_sent(provider: FakeAnthropic) -> 
     with pytest.raises(InvalidRequest) as exc:
         collect(upstream(provider), chat([image]))
     assert "image_url" in str(exc.value) and "text only" in str(exc.value)
-    schema = Sampling(json_schema={"type": "object"})
-    with pytest.raises(InvalidRequest):
-        collect(upstream(provider), chat(sampling=schema))
     assert provider.requests == []
+
+
+def test_structured_output_goes_as_output_config(provider: FakeAnthropic) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    collect(upstream(provider), chat(sampling=Sampling(json_schema=schema)))
+    assert provider.requests[0].body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
 
 
 def test_errors_map_to_ours_and_never_carry_the_key(provider: FakeAnthropic, caplog) -> None:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from appliance.api.anthropic_routes import build_anthropic_router
 from appliance.api.errors import error_body, install_error_handlers
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import RequestContext
@@ -61,6 +62,7 @@ def create_app(
     # Every chat dialect (OpenAI here, Anthropic /v1/messages) routes through this one dispatcher.
     app.state.dispatcher = dispatcher = ChatDispatcher(registry, metrics, routing)
     app.include_router(build_router(registry, metrics, dispatcher))
+    app.include_router(build_anthropic_router(dispatcher))
 
     @app.get("/health")
     async def health() -> JSONResponse:

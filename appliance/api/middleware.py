@@ -14,6 +14,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.api.anthropic_responses import error_body as anthropic_error_body
 from appliance.api.errors import ApiError, internal_error
 from appliance.api.metrics import Metrics
 
@@ -63,14 +64,14 @@ class RequestContext:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-            await _send_error(send_tagged, err)
+            await _send_error(send_tagged, err, anthropic=_is_anthropic(scope))
             return
         try:
             await self.app(scope, receive, send_tagged)
         except Exception:
             log.exception("request %s %s %s: unhandled error", request_id, scope.get("method"), scope["path"])
             if not started:
-                await _send_error(send_tagged, internal_error(request_id))
+                await _send_error(send_tagged, internal_error(request_id), anthropic=_is_anthropic(scope))
 
     def _authorized(self, scope: Scope) -> bool:
         assert self.api_key is not None
@@ -88,8 +89,13 @@ class RequestContext:
         self.metrics.requests.labels(path, str(status)).inc()
 
 
-async def _send_error(send: Send, err: ApiError) -> None:
-    body = json.dumps(err.body()).encode()
+def _is_anthropic(scope: Scope) -> bool:
+    """Anthropic-dialect routes answer errors in Anthropic's shape, even from here."""
+    return str(scope.get("path", "")).startswith("/v1/messages")
+
+
+async def _send_error(send: Send, err: ApiError, *, anthropic: bool = False) -> None:
+    body = json.dumps(anthropic_error_body(err) if anthropic else err.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})

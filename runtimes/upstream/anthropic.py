@@ -103,8 +103,6 @@ class AnthropicUpstream:
     # -- request ------------------------------------------------------------------------
     def messages_body(self, req: ChatRequest) -> dict[str, Any]:
         s = req.sampling
-        if s.json_schema is not None:
-            raise InvalidRequest(f"{self.provider}: structured output (response_format) is not supported")
         system, messages = to_anthropic(req.messages)
         body: dict[str, Any] = {
             "model": self.model,
@@ -120,6 +118,10 @@ class AnthropicUpstream:
             if choice is not None:
                 body["tool_choice"] = choice
         body.update(_sampling(s))
+        if s.json_schema is not None:  # structured output; {} means any JSON object
+            body["output_config"] = {
+                "format": {"type": "json_schema", "schema": s.json_schema or {"type": "object"}}
+            }
         return body
 
     def _headers(self) -> dict[str, str]:

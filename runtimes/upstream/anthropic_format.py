@@ -108,12 +108,12 @@ def _assistant_blocks(msg: dict[str, Any], i: int) -> list[dict[str, Any]]:
         fn = call.get("function") or {}
         blocks.append(
             {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "",
-             "input": _arguments(fn.get("arguments"))}
+             "input": tool_input(fn.get("arguments"))}
         )  # fmt: skip
     return blocks
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
+def tool_input(raw: Any) -> dict[str, Any]:
     """A tool call's arguments as the object Anthropic wants (OpenAI carries JSON text)."""
     if isinstance(raw, dict):
         return raw
