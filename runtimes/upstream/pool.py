@@ -227,6 +227,7 @@ class CloudStream:
     req: ChatRequest
     served: Served | None = None
     failures: list[str] = field(default_factory=list)  # "provider: error", for logs and the 503
+    attempts: int = 0  # requests sent to providers so far
     _it: AsyncIterator[Event] | None = None
     _closed: bool = False
 
@@ -258,36 +259,45 @@ class CloudStream:
     async def _open(self) -> Event:
         routes, left_out = self.pool.routes(self.req.model)
         self.failures += left_out
-        attempts = 0
         for route in routes:
             for attempt in range(route.provider.max_retries + 1):
-                attempts += 1
-                it = route.runtime.chat(dataclasses.replace(self.req, model=route.runtime.id))
-                try:
-                    first = await it.__anext__()
-                except StopAsyncIteration:
-                    await _close(it)
-                    exc: RuntimeError_ = UpstreamError(f"{route.provider.name} sent an empty stream")
-                except (UpstreamError, Overloaded) as e:
-                    await _close(it)
-                    exc = e
-                except BaseException:
-                    await _close(it)
-                    raise
-                else:
-                    self.pool.succeeded(route.provider.name)
-                    self._it = it
-                    self.served = Served(
-                        route.provider.name, self.req.model, route.model.upstream, route.model.price, attempts
-                    )
-                    return first
-                self.failures.append(f"{route.provider.name}: {exc}")
-                benched = self.pool.failed(route.provider.name)
-                delay = self.pool.backoff_s(attempt, exc)
-                if benched or not _retryable(exc) or delay is None or attempt == route.provider.max_retries:
+                outcome = await self._try(route)
+                if isinstance(outcome, Event):
+                    return outcome
+                if not await self._again(route, attempt, outcome):
                     break
-                await self.pool.pause(delay)
         raise self._unavailable(bool(routes))
+
+    async def _try(self, route: _Route) -> Event | RuntimeError_:
+        """One request to one provider: its first event, or the retryable error it failed with."""
+        self.attempts += 1
+        it = route.runtime.chat(dataclasses.replace(self.req, model=route.runtime.id))
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            await _close(it)
+            return UpstreamError(f"{route.provider.name} sent an empty stream")
+        except (UpstreamError, Overloaded) as exc:
+            await _close(it)
+            return exc
+        except BaseException:  # a bad request, a cancellation: not for another provider
+            await _close(it)
+            raise
+        self.pool.succeeded(route.provider.name)
+        self._it = it
+        m = route.model
+        self.served = Served(route.provider.name, self.req.model, m.upstream, m.price, self.attempts)
+        return first
+
+    async def _again(self, route: _Route, attempt: int, exc: RuntimeError_) -> bool:
+        """Record the failure; pause and say True when the same provider deserves another try."""
+        self.failures.append(f"{route.provider.name}: {exc}")
+        benched = self.pool.failed(route.provider.name)
+        delay = self.pool.backoff_s(attempt, exc)
+        if benched or not _retryable(exc) or delay is None or attempt == route.provider.max_retries:
+            return False
+        await self.pool.pause(delay)
+        return True
 
     def _unavailable(self, tried: bool) -> CloudUnavailable:
         model = self.req.model
