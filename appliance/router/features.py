@@ -7,40 +7,48 @@ text is split into the ask (prose) and pasted material (fenced code, indented co
 stack traces); cue groups and length are measured on the ask, and pasted material only
 contributes its size and whether it carries an error.
 
-Cost is bounded: texts longer than MAX_CHARS keep their head and tail (the ask sits before or
-after the paste), and every regex here is linear in its input.
+Cost is bounded (the 5 ms p99 budget holds for 100k-character requests): texts longer than
+MAX_CHARS keep their head and tail (the ask sits before or after the paste), the ask is cut to
+MAX_ASK_CHARS the same way, and matching is str methods, set look-ups and anchored regexes.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import string
 from dataclasses import dataclass
+from functools import lru_cache
 
-from appliance.router.cues import GROUPS, OPENERS
+from appliance.router.cues import ALGO_SYMBOLS, GROUPS, OPENERS, UNITS
 
 MAX_CHARS = 12_000
 HEAD_CHARS = 8_000
-MAX_ASK_CHARS = 4_000  # cue matching budget: the ask's head and tail beyond this
+MAX_ASK_CHARS = 3_000
+HEAD_LINES, TAIL_LINES = 200, 100
 
-_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
-_CODE_LINE = re.compile(
-    r"^(?: {4}|\t)|^\s*(?:at |File \"|Traceback|\$ |>>> |--> |\d+ \||[{}]\s*$|#include|import |"
-    r"from \S+ import|def |class |func |fn |public |private |return |if \(|for \(|while \()|[;{]\s*$"
+HARD_GROUPS = ("proof", "design", "symptom", "diagnose", "algo")
+
+_CODE_START = re.compile(
+    r"(?: {4}|\t)|\s{0,12}(?:at |File \"|Traceback|\$ |>>> |--> |\d+ \||[{}]\s*$|#include|import |"
+    r"from \S+ import|def |class |func |fn |public |private |return |if \(|for \(|while \()"
 )
-_ERROR = re.compile(
-    r"Traceback|\b\w*(?:Error|Exception)\b|\berror(?:\[\w+\])?:|\bwarning:|\bpanic(?:ked)?\b|"
-    r"segmentation fault|core dumped|\bE\d{4}\b|\bTS\d{4}\b|\bCS\d{4}\b|\bat line \d+|:\d+:\d+:",
+_ERROR_MARKS = ("Traceback", "Error", "Exception", "error:", "error[", "error TS", "error CS", "warning:",
+                "panic", "Segmentation fault", "core dumped", "FAILED", "fatal:")
+_WIDE_PUNCT = "\u2014\u2013\u2026\u00ab\u00bb\u201c\u201d\u00bf\u00a1\u3002\uff0c\uff1f\uff01\u3001\uff1a"
+_PUNCT = str.maketrans(
+    {**{c: " " for c in string.punctuation + _WIDE_PUNCT if c != "'"}, "'": None, "\u2019": None}
 )
-_WORD = re.compile(r"[A-Za-z\u00C0-\u024F\u0400-\u04FF\uAC00-\uD7AF]+(?:'[a-z]+)?")
-_CJK = re.compile(r"[\u3040-\u30FF\u4E00-\u9FFF]")
-_SENTENCE_END = re.compile(r"[.?!](?:\s|$)|[。？！]")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_SENTENCE_SPLIT = re.compile(r"(?<=[.?!:。？！：])\s+|\n+")
-_HARD_GROUPS = ("proof", "design", "symptom", "diagnose", "algo")
-_PATH = re.compile(
-    r"\b[\w.-]+/[\w./-]+|\b\w+\.(?:py|ts|tsx|js|jsx|go|rs|java|kt|c|cc|cpp|h|rb|cs|md|json|ya?ml)\b"
-)
+_CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+_SENTENCE_SEPS = (". ", "? ", "! ", ": ", "\n", "\u3002", "\uff1f", "\uff01", "\uff1a")
+_EXTENSION = re.compile(r"\.(?:py|tsx?|jsx?|go|rs|java|kt|c|cc|cpp|h|rb|cs|md|json|ya?ml|toml|sql)\b")
+_SENTENCE_ENDS = (". ", "? ", "! ", ".\n", "?\n", "!\n", "\u3002", "\uff1f", "\uff01")
+
+_PHRASES: dict[str, tuple[str, ...]] = {}
+for _name, _lex in GROUPS.items():
+    for _p in _lex.phrases:
+        _PHRASES[_p] = (*_PHRASES.get(_p, ()), _name)
+_PHRASE_FIRST = frozenset(p.split()[0] for p in _PHRASES)
 
 
 @dataclass(frozen=True)
@@ -62,82 +70,136 @@ def clip(text: str) -> str:
     return head + "\n" + tail
 
 
+def _is_code_line(line: str) -> bool:
+    return bool(_CODE_START.match(line)) or line.rstrip().endswith((";", "{"))
+
+
 def split(text: str) -> Parts:
-    """Separate the ask from pasted code, logs and traces."""
+    """Separate the ask from pasted code, logs and traces.
+
+    Fenced blocks are code; of the remaining lines only the first and last few hundred are
+    inspected (a line deep inside a huge paste is pasted material, not the ask).
+    """
     text = clip(text)
-    code_chars = 0
-    pieces: list[str] = []
-    last = 0
-    for m in _FENCE.finditer(text):
-        pieces.append(text[last:m.start()])
-        code_chars += m.end() - m.start()
-        last = m.end()
-    pieces.append(text[last:])
+    pieces = text.split("```")
+    fenced = pieces[1::2]
+    code_chars = sum(map(len, fenced)) + 6 * len(fenced)
+    lines = "\n".join(pieces[0::2]).splitlines()
+    if len(lines) > HEAD_LINES + TAIL_LINES:
+        middle = lines[HEAD_LINES:-TAIL_LINES]
+        code_chars += sum(map(len, middle)) + len(middle)
+        lines = lines[:HEAD_LINES] + lines[-TAIL_LINES:]
     ask_lines: list[str] = []
-    for line in "".join(pieces).splitlines():
-        if _CODE_LINE.search(line):
+    for line in lines:
+        if _is_code_line(line):
             code_chars += len(line) + 1
         else:
             ask_lines.append(line)
-    ask = "\n".join(ask_lines).strip()
-    return Parts(ask=ask, code_chars=code_chars, has_error=bool(_ERROR.search(text)))
+    has_error = any(m in text for m in _ERROR_MARKS)
+    return Parts("\n".join(ask_lines).strip(), code_chars, has_error)
 
 
 def _bounded(ask: str) -> str:
     if len(ask) <= MAX_ASK_CHARS:
         return ask
-    half = MAX_ASK_CHARS // 2
-    return ask[:half] + "\n" + ask[-half:]
+    head = MAX_ASK_CHARS * 2 // 3
+    return ask[:head] + "\n" + ask[-(MAX_ASK_CHARS - head):]
 
 
-def word_count(ask: str) -> float:
+def tokens(text: str) -> list[str]:
+    """Lower-cased words, punctuation removed, apostrophes dropped ("what's" -> "whats")."""
+    return text.lower().translate(_PUNCT).split()
+
+
+@lru_cache(maxsize=1 << 16)
+def _token_groups(tok: str) -> tuple[str, ...]:
+    return tuple(name for name, lex in GROUPS.items() if tok in lex.words or tok.startswith(lex.stems))
+
+
+def cue_counts(toks: list[str], raw: str, has_cjk: bool) -> dict[str, int]:
+    """How often each cue group occurs: words, stems, 2-4 token phrases, CJK substrings."""
+    counts = dict.fromkeys(GROUPS, 0)
+    for i, tok in enumerate(toks):
+        for name in _token_groups(tok):
+            counts[name] += 1
+        if tok in _PHRASE_FIRST:
+            for n in (2, 3, 4):
+                for name in _PHRASES.get(" ".join(toks[i:i + n]), ()):
+                    counts[name] += 1
+    if has_cjk:
+        for name, lex in GROUPS.items():
+            counts[name] += sum(raw.count(c) for c in lex.cjk)
+    counts["algo"] += sum(raw.count(s) for s in ALGO_SYMBOLS)
+    return counts
+
+
+def _numbers(toks: list[str]) -> tuple[int, int]:
+    """(numbers, numbers with a unit): scale and budget figures such as '5 ms', '40k', '2 TB'."""
+    numbers = quantities = 0
+    for i, tok in enumerate(toks):
+        if tok[0].isdigit():
+            numbers += 1
+            unit = tok.lstrip("0123456789")
+            if unit in UNITS or (not unit and i + 1 < len(toks) and toks[i + 1] in UNITS):
+                quantities += 1
+    return numbers, quantities
+
+
+def word_count(toks: list[str], raw: str, has_cjk: bool) -> float:
     """Words in the ask; CJK text counts about two characters a word."""
-    return len(_WORD.findall(ask)) + len(_CJK.findall(ask)) / 2.0
+    if not has_cjk:
+        return float(len(toks))
+    return len(toks) + sum(len(t) - 1 for t in toks if not t.isascii()) / 2.0
 
 
-def _final_question(ask: str) -> dict[str, float]:
+def _final_question(ask: str, has_cjk: bool) -> dict[str, float]:
     """What the last sentence asks: a long preamble often ends in a trivial question (or a hard one)."""
-    sentences = [s for s in _SENTENCE_SPLIT.split(ask) if word_count(s) >= 2]
-    last = sentences[-1] if sentences else ask
-    words = word_count(last)
-    easy = bool(OPENERS["easy_start"].search(last) or OPENERS["transform"].search(last))
-    hard = any(GROUPS[g].search(last) for g in _HARD_GROUPS)
+    tail = ask[-400:].rstrip(" \n.?!:\u3002\uff1f\uff01\uff1a")
+    cut = max((tail.rfind(sep) + len(sep) for sep in _SENTENCE_SEPS if sep in tail), default=0)
+    last = tail[cut:] or tail
+    toks = tokens(last)
+    words = word_count(toks, last, has_cjk)
+    easy = bool(OPENERS["easy_start"].match(last[:200]) or OPENERS["transform"].match(last[:200]))
+    counts = cue_counts(toks, last, has_cjk)
     return {
         "last_easy": float(easy and words <= 20),
-        "last_hard": float(hard),
+        "last_hard": float(any(counts[g] for g in HARD_GROUPS)),
         "last_words": math.log1p(words) / math.log(60.0),
     }
 
 
 def extract(text: str) -> dict[str, float]:
-    """Named features of one request text (the classifier fixes their order)."""
+    """Named features of one request text (the trained model fixes their order)."""
     parts = split(text)
     ask = _bounded(parts.ask)
-    words = word_count(ask)
+    has_cjk = bool(ask) and max(ask) >= "\u3040" and bool(_CJK.search(ask))
+    raw = ask.lower()
+    toks = tokens(ask)
+    words = word_count(toks, ask, has_cjk)
+    numbers, quantities = _numbers(toks)
     f: dict[str, float] = {
         "ask_words": math.log1p(words) / math.log(300.0),
         "ask_tiny": float(words <= 6),
         "ask_short": float(6 < words <= 25),
         "ask_medium": float(25 < words <= 60),
         "ask_long": float(words > 60),
-        "sentences": math.log1p(len(_SENTENCE_END.findall(ask))) / math.log(20.0),
-        "questions": min(ask.count("?") + ask.count("？"), 5) / 5.0,
-        "numbers": math.log1p(len(_NUMBER.findall(ask))) / math.log(30.0),
-        "paths": float(bool(_PATH.search(ask))),
+        "sentences": math.log1p(sum(ask.count(e) for e in _SENTENCE_ENDS)) / math.log(20.0),
+        "questions": min(ask.count("?") + ask.count("\uff1f"), 5) / 5.0,
+        "numbers": math.log1p(numbers) / math.log(30.0),
+        "quantity": math.log1p(quantities) / math.log(10.0),
+        "paths": float("/" in ask or bool(_EXTENSION.search(raw))),
         "code_size": math.log1p(parts.code_chars) / math.log(1e5),
         "has_code": float(parts.code_chars > 0),
         "has_error": float(parts.has_error),
     }
-    hard = 0.0
-    for name, pattern in GROUPS.items():
-        n = len(pattern.findall(ask))
+    counts = cue_counts(toks, raw, has_cjk)
+    for name, n in counts.items():
         f[name] = math.log1p(n) / math.log(10.0)
-        if name in _HARD_GROUPS:
-            hard += n
+    opening = ask[:200]
     for name, pattern in OPENERS.items():
-        f[name] = float(bool(pattern.search(ask)))
-    f.update(_final_question(ask))
-    f["hard_cues"] = math.log1p(hard) / math.log(20.0)
+        f[name] = float(bool(pattern.match(opening)))
+    f.update(_final_question(ask, has_cjk))
+    f["hard_cues"] = math.log1p(sum(counts[g] for g in HARD_GROUPS)) / math.log(20.0)
     f["hard_x_long"] = f["hard_cues"] * float(words > 40)
     f["easy_x_short"] = f["easy_start"] * float(words <= 25)
     f["error_x_short"] = f["has_error"] * float(words <= 25)
