@@ -168,7 +168,8 @@ AGENT_EDIT = re.compile(
 # length says nothing about the difficulty.
 TRANSFORM = re.compile(
     r"^\W{0,8}(?:summari[sz]e|tl;?dr|translate|proofread|rewrite|rephrase|reformat|format|"
-    r"turn (?:this|these)|extract|list|write (?:release notes|a summary|a commit message)|fix (?:the )?(?:typos|grammar)|"
+    r"turn (?:this|these)|extract|list|write (?:release notes|a summary|a commit message)|"
+    r"fix (?:the )?(?:typos|grammar)|"
     r"fasse|übersetze|korrigiere|résume|traduis|corrige|resuma|resume este|traduce|traduza|riassumi|"
     r"traduci|переведи|кратко|请把|翻译|总结|この文章|要約|翻訳|요약|번역)",
     _F,
