@@ -153,6 +153,23 @@ def test_tool_results_reach_the_runtime_as_openai_messages(client, runtime) -> N
     ]
 
 
+def test_system_turns_inside_messages_stay_in_place(client, runtime) -> None:
+    """Claude Code sends its environment notes as a `system` turn after the first user turn."""
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "Say ping"}]},
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": "# Environment"}, {"type": "text", "text": "cwd: /w"}],
+        },
+    ]
+    client.messages.create(model=MODEL, max_tokens=8, system="Top.", messages=history)  # type: ignore[arg-type]
+    assert sent(runtime).messages == [
+        {"role": "system", "content": "Top."},
+        {"role": "user", "content": "Say ping"},
+        {"role": "system", "content": "# Environment\ncwd: /w"},
+    ]
+
+
 def test_thinking_streams_as_a_thinking_block(client, runtime) -> None:
     runtime.script = [Event(reasoning="Hmm. "), Event(reasoning="Easy."), *text_events("4")]
     with client.messages.stream(

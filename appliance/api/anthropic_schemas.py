@@ -26,7 +26,8 @@ class Block(_Open):
 
 
 class MessageParam(_Open):
-    role: Literal["user", "assistant"]
+    # `system` in the list: Claude Code puts its environment notes there, after the first user turn.
+    role: Literal["user", "assistant", "system"]
     content: str | list[Block]
 
 

@@ -193,6 +193,8 @@ def from_anthropic(
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if msg["role"] == "assistant":
             out.append(_assistant_message(blocks, i))
+        elif msg["role"] == "system":  # kept in place: moving it would change the prompt's prefix
+            out.append({"role": "system", "content": _text_of(blocks, f"messages[{i}].content")})
         else:
             out.extend(_user_messages(blocks, i))
     return out
