@@ -19,6 +19,8 @@ WHEEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/appliance/wheels/$(WHEEL_KEY
 TOOLS := .tools
 OPENCODE := $(TOOLS)/opencode/node_modules/.bin/opencode
 OPENCODE_CONFIG := $(TOOLS)/opencode-config/opencode
+# The real Claude Code client for the /v1/messages end-to-end test (a native binary, ~380 MB).
+CLAUDE_CODE := $(TOOLS)/claude-code/node_modules/.bin/claude
 
 .PHONY: install tools serve test lint clean
 
@@ -43,8 +45,11 @@ $(OPENCODE):
 	mkdir -p $(OPENCODE_CONFIG)
 	npm install --prefix $(OPENCODE_CONFIG) --no-audit --no-fund @opencode-ai/plugin@1.18.33
 
+$(CLAUDE_CODE):
+	npm install --prefix $(TOOLS)/claude-code --no-audit --no-fund @anthropic-ai/claude-code@2.1.330
+
 # ripgrep for OpenCode's tools; iproute2 (`ip netns`) for the air-gap proof (tests/test_airgap.py).
-tools: $(OPENCODE)
+tools: $(OPENCODE) $(CLAUDE_CODE)
 	@command -v rg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq ripgrep); } || echo "warning: ripgrep missing"
 	@command -v ip >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
