@@ -133,6 +133,19 @@ def _cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_route(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.router.cli import main as route_main
+
+    try:
+        router = load_config(args.config, {}).router
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    threshold = args.threshold if args.threshold is not None else router.tier_threshold
+    return route_main(router.privacy_patterns, threshold)
+
+
 def _cmd_connect(args: argparse.Namespace) -> int:
     from appliance.connect import connect_opencode
 
@@ -194,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--days", type=int, default=30)
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=_cmd_usage)
+
+    r = sub.add_parser("route", help="route JSON lines {prompt, system} from stdin: one decision per line")
+    r.add_argument("--config", type=Path, help="YAML settings (router.privacy_patterns, tier_threshold)")
+    r.add_argument("--threshold", type=float, help="tier score at or above which a request is cloud-tier")
+    r.set_defaults(func=_cmd_route)
 
     c = sub.add_parser("connect", help="point a coding agent at the running appliance")
     c.add_argument("agent", choices=["opencode"])

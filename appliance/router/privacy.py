@@ -31,9 +31,11 @@ class Finding:
 class _Detector:
     kind: str
     pattern: re.Pattern[str]
-    prefixes: tuple[str, ...] = ()  # run only if one occurs in the text (cheap pre-filter)
+    hints: tuple[str, ...] = ()  # run only if one occurs in the text (a cheap substring test)
     group: int = 0  # which group's span is the secret
     valid: Callable[[str], bool] | None = None
+    word_start: bool = False  # the match must not continue a word (checked here, not by `\b`,
+    # which would stop the regex engine from scanning for the literal prefix)
 
 
 # --- value checks ---------------------------------------------------------------------------
@@ -69,12 +71,15 @@ def _real_value(s: str) -> bool:
     return not re.fullmatch(r"[\d.]+|(?:https?|file)://[^@\s]*", v)
 
 
+_IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
+
+
 def _mod97(iban: str) -> bool:
-    s = iban.replace(" ", "").upper()
+    """ISO 13616: right length for the country, and (rearranged, letters as 10..35) mod 97 == 1."""
+    s = iban.replace(" ", "")
     if IBAN_LENGTHS.get(s[:2]) != len(s):
         return False
-    digits = "".join(str(int(c, 36)) for c in s[4:] + s[:4])
-    return int(digits) % 97 == 1
+    return int((s[4:] + s[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
 IBAN_LENGTHS = {
@@ -92,50 +97,73 @@ IBAN_LENGTHS = {
 
 _SECRET_NAME = (r"(?:secret|passw(?:or)?d|pwd|token|api_?key|access_?key|private_?key|client_?secret|"
                 r"auth_?key)")
-_GITHUB_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
 
 
-def _d(kind: str, regex: str, prefixes: tuple[str, ...] = (), group: int = 0,
-       valid: Callable[[str], bool] | None = None) -> _Detector:
-    return _Detector(kind, re.compile(regex), prefixes, group, valid)
+def _d(kind: str, regex: str, hints: tuple[str, ...] = (), group: int = 0,
+       valid: Callable[[str], bool] | None = None, word_start: bool = False) -> _Detector:
+    return _Detector(kind, re.compile(regex), hints, group, valid, word_start)
 
 
+# Patterns start with a literal where possible: the regex engine then jumps between
+# occurrences of it instead of trying every position (so no substring pre-check is needed).
 BUILTIN: tuple[_Detector, ...] = (
-    _d("private_key", r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----", ("PRIVATE KEY",)),
-    _d("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b", ("AKIA", "ASIA", "ABIA", "ACCA")),
+    _d("private_key", r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"),
+    _d("aws_access_key", r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
+       word_start=True),
     _d("aws_secret_key",
-       r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
-       ("aws", "AWS"), 1),
-    _d("gcp_service_account", r"\"type\"\s*:\s*\"service_account\"", ("service_account",)),
-    _d("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", ("AIza",)),
-    _d("gcp_oauth_secret", r"\bGOCSPX-[A-Za-z0-9_-]{28}", ("GOCSPX-",)),
-    _d("azure_storage_key", r"AccountKey=([A-Za-z0-9+/]{86}==)", ("AccountKey=",), 1),
-    _d("azure_sas_token", r"[?&]sig=([A-Za-z0-9%+/]{40,120}(?:%3D|=){0,2})", ("sig=",), 1),
-    _d("azure_client_secret",
-       r"(?<![\w~.-])[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}(?![\w~.-])", ("Q~",)),
-    _d("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{32,200}", ("sk-ant-",)),
-    _d("openai_key", r"\bsk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,200}", ("sk-",),
-       valid=_random_looking),
-    _d("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})",
-       _GITHUB_PREFIXES),
-    _d("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,200}", ("xox",)),
-    _d("slack_webhook", r"hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}",
-       ("hooks.slack.com",)),
-    _d("stripe_key", r"\b(?:sk|rk)_live_[A-Za-z0-9]{20,200}", ("_live_",)),
-    _d("jwt", r"\beyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{10,2000}", ("eyJ",)),
-    _d("url_credentials", r"\b[a-z][a-z0-9+.-]{1,15}://[^\s/:@]{1,64}:([^\s/@]{1,128})@", ("://",), 1,
-       _real_value),
+       r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s{0,3}[:=]\s{0,3}[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
+       ("aws", "AWS", "Aws"), 1),
+    _d("gcp_service_account", r"\"type\"\s{0,3}:\s{0,3}\"service_account\""),
+    _d("google_api_key", r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", word_start=True),
+    _d("gcp_oauth_secret", r"GOCSPX-[A-Za-z0-9_-]{28}", word_start=True),
+    _d("azure_storage_key", r"AccountKey=([A-Za-z0-9+/]{86}==)", group=1),
+    _d("azure_sas_token", r"sig=([A-Za-z0-9%+/]{40,120}(?:%3D|=){0,2})", group=1),
+    _d("azure_client_secret", r"\dQ~[A-Za-z0-9_~.-]{31,34}(?![\w~.-])", ("Q~",)),  # 3 chars before: scan()
+    _d("anthropic_key", r"sk-ant-[A-Za-z0-9_-]{32,200}", word_start=True),
+    _d("openai_key", r"sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,200}", valid=_random_looking,
+       word_start=True),
+    _d("github_token", r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})",
+       word_start=True),
+    _d("slack_token", r"xox[abposr]-[A-Za-z0-9-]{10,200}", word_start=True),
+    _d("slack_webhook", r"hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}"),
+    _d("stripe_key", r"[sr]k_live_[A-Za-z0-9]{20,200}", word_start=True),
+    _d("jwt", r"eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{10,2000}",
+       word_start=True),
+    _d("url_credentials", r"://[^\s/:@]{1,64}:([^\s/@]{1,128})@", group=1, valid=_real_value),
     # .env style: an upper-case KEY naming a secret, then a literal value.
     _d("dotenv_secret",
-       r"(?m)^[ \t]*(?:export[ \t]+)?[A-Z][A-Z0-9_]{0,60}?(?:SECRET|PASSWORD|PASSWD|PWD|TOKEN|API_?KEY|"
-       r"ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)[A-Z0-9_]{0,40}[ \t]*=[ \t]*([^\s#][^\n#]{0,300})",
-       ("=",), 1, _real_value),
-    # Code: a secret-named variable assigned a quoted, machine-generated-looking literal.
-    _d("hardcoded_secret",
-       r"(?i)" + _SECRET_NAME + r"\w{0,30}[\"']?\s{0,3}[:=]\s{0,3}[\"']([^\"'\s]{16,300})[\"']",
-       ("=", ":"), 1, _random_looking),
-    _d("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", valid=_mod97),
+       r"(?m)^[ \t]{0,8}(?:export[ \t]+)?[A-Z][A-Z0-9_]{0,60}?(?:SECRET|PASSWORD|PASSWD|PWD|TOKEN|API_?KEY|"
+       r"ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)[A-Z0-9_]{0,40}[ \t]{0,8}=[ \t]{0,8}([^\s#][^\n#]{0,300})",
+       group=1, valid=_real_value),
+    # Code: a quoted, machine-generated-looking literal assigned to a secret-named variable
+    # (the name is checked in the text just before the literal, see scan()).
+    _d("hardcoded_secret", r"[\"']([A-Za-z0-9_+/=.~-]{16,300})[\"']", group=1, valid=_random_looking),
+    _d("iban", r"[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", valid=_mod97,
+       word_start=True),
 )
+_SECRET_ASSIGNMENT = re.compile(_SECRET_NAME + r"\w{0,30}[\"']?\s{0,3}[:=]\s{0,3}\Z", re.I)
+_AZURE_SECRET_HEAD = re.compile(r"[A-Za-z0-9_~.-]{3}\Z")
+MAX_PER_KIND = 64  # enough to pin a request local; stops a paste of 10k IBANs costing seconds
+
+
+def _word_start(text: str, i: int) -> bool:
+    return i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")
+
+
+def _context_ok(det: _Detector, text: str, m: re.Match[str]) -> bool:
+    """Checks around a match that a regex could only do by giving up its fast scan."""
+    start = m.start()
+    if det.word_start and not _word_start(text, start):
+        return False
+    if det.kind == "hardcoded_secret":
+        return bool(_SECRET_ASSIGNMENT.search(text, max(0, start - 48), start))
+    if det.kind == "azure_client_secret":
+        head = _AZURE_SECRET_HEAD.search(text, max(0, start - 3), start)
+        return bool(head) and _word_start(text, start - 3)
+    if det.kind == "azure_sas_token":
+        return start > 0 and text[start - 1] in "?&"
+    return True
+
 
 # Generic detectors give way to a specific one covering the same span.
 _GENERIC = {"dotenv_secret", "hardcoded_secret", "url_credentials"}
@@ -157,12 +185,19 @@ class PrivacyGuard:
         """Every finding, ordered by position; the matched text itself is never kept."""
         found: list[Finding] = []
         for det in self.detectors:
-            if det.prefixes and not any(p in text for p in det.prefixes):
+            if det.hints and not any(h in text for h in det.hints):
                 continue
+            n = 0
             for m in det.pattern.finditer(text):
+                if not _context_ok(det, text, m):
+                    continue
                 if det.valid is not None and not det.valid(m.group(det.group)):
                     continue
-                found.append(Finding(det.kind, m.start(det.group), m.end(det.group)))
+                start = m.start(det.group) - (3 if det.kind == "azure_client_secret" else 0)
+                found.append(Finding(det.kind, start, m.end(det.group)))
+                n += 1
+                if n == MAX_PER_KIND:
+                    break
         specific = [f for f in found if f.kind not in _GENERIC]
         kept = [f for f in found if f.kind not in _GENERIC
                 or not any(s.start < f.end and f.start < s.end for s in specific)]
