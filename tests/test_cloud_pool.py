@@ -172,6 +172,8 @@ def test_all_providers_down_is_cloud_unavailable_without_keys(primary, backup, c
     assert exc.value.reason == "all-failed" and exc.value.status == 503
     assert "primary" in str(exc.value) and "backup" in str(exc.value)
     assert len(primary.requests) == 3 and len(backup.requests) == 2
+    assert "primary:503, primary:503, primary:503, backup:529, backup:529" in caplog.text
+    assert "down (key" not in caplog.text  # upstream messages may quote prompts: not logged
     for secret in (PRIMARY_KEY, BACKUP_KEY):
         assert secret not in str(exc.value) and secret not in caplog.text and secret not in repr(pool)
 

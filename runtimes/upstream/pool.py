@@ -228,6 +228,7 @@ class CloudStream:
     served: Served | None = None
     failures: list[str] = field(default_factory=list)  # "provider: error", for logs and the 503
     attempts: int = 0  # requests sent to providers so far
+    statuses: list[str] = field(default_factory=list)  # "provider:429", "provider:conn" per failure
     _it: AsyncIterator[Event] | None = None
     _closed: bool = False
 
@@ -292,6 +293,8 @@ class CloudStream:
     async def _again(self, route: _Route, attempt: int, exc: RuntimeError_) -> bool:
         """Record the failure; pause and say True when the same provider deserves another try."""
         self.failures.append(f"{route.provider.name}: {exc}")
+        status = exc.upstream_status if isinstance(exc, UpstreamError) else exc.status
+        self.statuses.append(f"{route.provider.name}:{status or 'conn'}")
         benched = self.pool.failed(route.provider.name)
         delay = self.pool.backoff_s(attempt, exc)
         if benched or not _retryable(exc) or delay is None or attempt == route.provider.max_retries:
@@ -305,7 +308,8 @@ class CloudStream:
             return CloudUnavailable(f"no cloud provider serves the model '{model}'", reason="unknown-model")
         detail = "; ".join(self.failures) or "no provider configured"
         reason = "all-failed" if tried else "cooling-down"
-        log.warning("cloud model %s unavailable: %s", model, detail)
+        # Only provider names and statuses: an upstream's message may quote the prompt.
+        log.warning("cloud model %s unavailable: %s", model, ", ".join(self.statuses) or reason)
         return CloudUnavailable(f"cloud model '{model}' is unavailable: {detail}", reason=reason)
 
 
