@@ -19,7 +19,7 @@ from fakes.provider_base import Reply
 from pydantic import ValidationError
 
 from runtimes.base import ChatRequest, CloudUnavailable, Event, InvalidRequest, Sampling, UpstreamError, Usage
-from runtimes.upstream.config import CloudConfig
+from runtimes.upstream.config import CloudConfig, Price
 from runtimes.upstream.pool import CloudPool, CloudStream
 
 PRIMARY_KEY = "sk-primary-0123456789abcdef"
@@ -254,6 +254,8 @@ def test_config_from_yaml_and_pool_api(tmp_path: Path) -> None:
     assert pool.n_ctx("gpt-big") == 400000 and pool.n_ctx("gpt-small") == 0
     price = pool.price("gpt-big")
     assert price is not None and price.cost(Usage(prompt_tokens=1_000_000, completion_tokens=100_000)) == 2.25
+    cached = Price(input=3.0, output=15.0, cached_input=0.3)
+    assert cached.cost(Usage(prompt_tokens=1_000_000, cached_tokens=900_000)) == pytest.approx(0.3 + 0.27)
     assert "sk-live" not in repr(pool) and "sk-live" not in repr(cfg)
     with pytest.raises(ValidationError, match="api_key_env"):
         CloudConfig.model_validate(

@@ -101,7 +101,8 @@ def collect(up: AnthropicUpstream, req: ChatRequest, into: list[Event] | None = 
 
 def test_streams_text_with_usage_and_sends_messages_api_body(provider: FakeAnthropic) -> None:
     provider.reply = Reply(text="It subtracts.", reasoning="Look at the operator.")
-    events = collect(upstream(provider), chat(sampling=Sampling(temperature=0.3, stop=["END"])))
+    up = upstream(provider, cache_prompts=False)
+    events = collect(up, chat(sampling=Sampling(temperature=0.3, stop=["END"])))
     assert "".join(e.content for e in events) == "It subtracts."
     assert "".join(e.reasoning for e in events) == "Look at the operator."
     last = events[-1]
@@ -122,7 +123,7 @@ def test_streams_text_with_usage_and_sends_messages_api_body(provider: FakeAnthr
 
 def test_tool_use_streams_as_tool_calls_and_history_goes_back_as_blocks(provider: FakeAnthropic) -> None:
     provider.reply = Reply(text="", tool_calls=[("read", {"path": "calc.py"}), ("list", {})])
-    events = collect(upstream(provider), chat(tools=TOOLS, tool_choice="required"))
+    events = collect(upstream(provider, cache_prompts=False), chat(tools=TOOLS, tool_choice="required"))
     pieces = [p for e in events for p in e.tool_calls]
     heads = [p for p in pieces if p.name]
     assert [(h.index, h.id, h.name) for h in heads] == [(0, "toolu_00", "read"), (1, "toolu_01", "list")]
@@ -137,7 +138,7 @@ def test_tool_use_streams_as_tool_calls_and_history_goes_back_as_blocks(provider
     assert sent["tool_choice"] == {"type": "any"}
 
     provider.reply = Reply(text="Fixed.")
-    collect(upstream(provider), chat(AGENT_HISTORY, tools=TOOLS))
+    collect(upstream(provider, cache_prompts=False), chat(AGENT_HISTORY, tools=TOOLS))
     msgs = provider.requests[1].body["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
     assert msgs[1]["content"] == [
@@ -149,6 +150,16 @@ def test_tool_use_streams_as_tool_calls_and_history_goes_back_as_blocks(provider
         {"type": "tool_result", "tool_use_id": "toolu_01", "content": "def add(a, b): return a - b"},
         {"type": "tool_result", "tool_use_id": "toolu_02", "content": "assert add(1, 2) == 3"},
     ]
+
+
+def test_prompt_cache_breakpoints_after_system_tools_and_latest_message(provider: FakeAnthropic) -> None:
+    collect(upstream(provider), chat(AGENT_HISTORY, tools=TOOLS + TOOLS))
+    body = provider.requests[0].body
+    cached = {"type": "ephemeral"}
+    assert body["system"] == [{"type": "text", "text": "You are a coding agent.", "cache_control": cached}]
+    assert "cache_control" not in body["tools"][0] and body["tools"][1]["cache_control"] == cached
+    assert body["messages"][-1]["content"] == [{"type": "text", "text": "Go ahead.", "cache_control": cached}]
+    assert all("cache_control" not in json.dumps(m) for m in body["messages"][:-1])
 
 
 def test_mapping_round_trips_an_agent_conversation() -> None:

@@ -50,6 +50,7 @@ class AnthropicUpstream:
 
     base_url: without `/v1` (as the anthropic SDK takes it).
     default_max_tokens: sent when the client set none (the Messages API requires it).
+    cache_prompts: mark prompt-cache breakpoints (see `mark_cache_breakpoints`).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class AnthropicUpstream:
         n_ctx: int = 0,
         timeouts: Timeouts | None = None,
         default_max_tokens: int = 4096,
+        cache_prompts: bool = True,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
@@ -73,6 +75,7 @@ class AnthropicUpstream:
         self.n_ctx = n_ctx
         self.timeouts = timeouts or Timeouts()
         self.default_max_tokens = default_max_tokens
+        self.cache_prompts = cache_prompts
         self._key = as_secret(api_key)
         self._extra_headers = dict(headers or {})
         self._transport = transport
@@ -122,6 +125,8 @@ class AnthropicUpstream:
             body["output_config"] = {
                 "format": {"type": "json_schema", "schema": s.json_schema or {"type": "object"}}
             }
+        if self.cache_prompts:
+            mark_cache_breakpoints(body)
         return body
 
     def _headers(self) -> dict[str, str]:
@@ -161,6 +166,26 @@ class AnthropicUpstream:
                 await response.aclose()
         finally:
             self._active -= 1
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def mark_cache_breakpoints(body: dict[str, Any]) -> None:
+    """Ask Anthropic to cache the prompt: breakpoints after the system prompt, the tools and the
+    latest message. An agent resends its whole history each turn; without breakpoints every
+    turn pays full input price (cache reads cost a tenth). Three of the four allowed."""
+    if isinstance(body.get("system"), str):
+        body["system"] = [{"type": "text", "text": body["system"], "cache_control": _EPHEMERAL}]
+    if body.get("tools"):
+        body["tools"][-1] = {**body["tools"][-1], "cache_control": _EPHEMERAL}
+    if body["messages"]:
+        last = body["messages"][-1]
+        content = last["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        if blocks:
+            blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
+            body["messages"][-1] = {**last, "content": blocks}
 
 
 def _sampling(s: Sampling) -> dict[str, Any]:

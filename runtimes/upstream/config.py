@@ -27,13 +27,20 @@ class _Config(BaseModel):
 
 
 class Price(_Config):
-    """USD per million tokens."""
+    """USD per million tokens. `cached_input`: prompt tokens read from the provider's cache
+    (a tenth of `input` at Anthropic, half at OpenAI); unset, they cost `input`."""
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
 
     def cost(self, usage: Usage) -> float:
-        return (usage.prompt_tokens * self.input + usage.completion_tokens * self.output) / 1_000_000
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        fresh = usage.prompt_tokens - cached
+        return (
+            fresh * self.input + cached * cached_price + usage.completion_tokens * self.output
+        ) / 1_000_000
 
 
 class CloudModel(_Config):
