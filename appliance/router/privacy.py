@@ -57,10 +57,14 @@ def _entropy(s: str) -> float:
     return -sum(c / len(s) * math.log2(c / len(s)) for c in counts.values())
 
 
+_IDENTIFIER = re.compile(r"[A-Z][A-Z0-9_]*|[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[a-z]+(?:[A-Z][a-z0-9]+)+")
+
+
 def _random_looking(s: str) -> bool:
-    """A machine-generated key: long, mixed letters and digits, high entropy."""
+    """A machine-generated key: long, mixed letters and digits, high entropy, not an identifier
+    (an env var name such as `E2E_ANTHROPIC_KEY` names a secret, it is not one)."""
     return (len(s) >= 16 and any(c.isdigit() for c in s) and any(c.isalpha() for c in s)
-            and _entropy(s) >= 3.3)
+            and _entropy(s) >= 3.3 and not _IDENTIFIER.fullmatch(s))
 
 
 def _real_value(s: str) -> bool:
@@ -133,7 +137,8 @@ BUILTIN: tuple[_Detector, ...] = (
     # .env style: an upper-case KEY naming a secret, then a literal value.
     _d("dotenv_secret",
        r"(?m)^[ \t]{0,8}(?:export[ \t]+)?[A-Z][A-Z0-9_]{0,60}?(?:SECRET|PASSWORD|PASSWD|PWD|TOKEN|API_?KEY|"
-       r"ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)[A-Z0-9_]{0,40}[ \t]{0,8}=[ \t]{0,8}([^\s#][^\n#]{0,300})",
+       r"ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)[A-Z0-9_]{0,40}[ \t]{0,8}=[ \t]{0,8}"
+       r"(\"[^\"\n]{1,300}\"|'[^'\n]{1,300}'|[^\s#'\"]{1,300})[ \t]{0,40}(?:#[^\n]{0,300})?$",
        group=1, valid=_real_value),
     # Code: a quoted, machine-generated-looking literal assigned to a secret-named variable
     # (the name is checked in the text just before the literal, see scan()).
