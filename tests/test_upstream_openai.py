@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 
 import openai
@@ -251,3 +252,22 @@ def test_served_through_our_api_with_the_openai_sdk(provider: FakeOpenAI) -> Non
         with pytest.raises(openai.APIError) as dropped:
             list(client.chat.completions.create(model="cloud-big", messages=USER, stream=True))
         assert "dropped the connection" in str(dropped.value)
+
+
+def test_client_hanging_up_stops_the_upstream_stream(provider: FakeOpenAI) -> None:
+    """A client that leaves mid-answer must not leave us reading (and paying for) the rest."""
+    provider.reply = Reply(text=" ".join(f"w{i}" for i in range(200)))
+    provider.token_s = 0.02  # 200 words: about 4 s if read to the end
+    registry = ModelRegistry()
+    registry.add(upstream(provider))
+    with running_server(create_app(registry)) as server:
+        client = openai.OpenAI(base_url=server.api_base, api_key="x", max_retries=0, timeout=10)
+        stream = client.chat.completions.create(model="cloud-big", messages=USER, stream=True)
+        for i, _ in enumerate(stream):
+            if i == 3:
+                break
+        stream.close()
+        deadline = time.monotonic() + 3
+        while not provider.stream_outcomes and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert provider.stream_outcomes == ["cut"]

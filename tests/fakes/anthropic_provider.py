@@ -66,7 +66,7 @@ class FakeAnthropic(FakeProvider):
                 )
             reply = self.reply_for(body)
             if body.get("stream"):
-                stream = self._stream(body, reply, self._take_drop())
+                stream = self._watched(self._stream(body, reply, self._take_drop()))
                 return StreamingResponse(stream, media_type="text/event-stream")
             return self._whole(body, reply)
 

@@ -74,7 +74,8 @@ class FakeOpenAI(FakeProvider):
             reply = self.reply_for(body)
             if body.get("stream"):
                 media = "text/event-stream"
-                return StreamingResponse(self._chat_stream(body, reply, self._take_drop()), media_type=media)
+                stream = self._watched(self._chat_stream(body, reply, self._take_drop()))
+                return StreamingResponse(stream, media_type=media)
             return self._chat_whole(body, reply)
 
         @app.post("/v1/completions")
@@ -86,7 +87,8 @@ class FakeOpenAI(FakeProvider):
             text = self.reply_for(body).text
             if body.get("stream"):
                 media = "text/event-stream"
-                return StreamingResponse(self._text_stream(body, text, self._take_drop()), media_type=media)
+                stream = self._watched(self._text_stream(body, text, self._take_drop()))
+                return StreamingResponse(stream, media_type=media)
             usage = _usage(body, len(words(text)))
             choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
             return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +79,7 @@ class FakeProvider:
         self.token_s = token_s
         self.n_ctx = n_ctx
         self.requests: list[Recorded] = []
+        self.stream_outcomes: list[str] = []  # per streamed answer: "finished", or "cut" (client left, drop)
         self._failures: list[_Failure] = []
         self._drops: list[int] = []
         self._lock = threading.Lock()
@@ -144,6 +145,17 @@ class FakeProvider:
         if failure is None:
             return None
         return self._error(failure.status, failure.message, failure.headers)
+
+    async def _watched(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Pass `stream` through, noting whether it ran to its end or was cut off."""
+        finished = False
+        try:
+            async for chunk in stream:
+                yield chunk
+            finished = True
+        finally:
+            with self._lock:
+                self.stream_outcomes.append("finished" if finished else "cut")
 
     async def _pace(self, i: int) -> None:
         """Latency: `ttft_s` before the first chunk, `token_s` before each later one."""
