@@ -99,8 +99,7 @@ IBAN_LENGTHS = {
 
 # --- the built-in detectors -------------------------------------------------------------------
 
-_SECRET_NAME = (r"(?:secret|passw(?:or)?d|pwd|token|api_?key|access_?key|private_?key|client_?secret|"
-                r"auth_?key)")
+_SECRET_NAME = r"(?:secret|passw(?:or)?d|pwd|token|key|credential)"
 
 
 def _d(kind: str, regex: str, hints: tuple[str, ...] = (), group: int = 0,
@@ -120,7 +119,7 @@ BUILTIN: tuple[_Detector, ...] = (
     _d("gcp_service_account", r"\"type\"\s{0,3}:\s{0,3}\"service_account\""),
     _d("google_api_key", r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", word_start=True),
     _d("gcp_oauth_secret", r"GOCSPX-[A-Za-z0-9_-]{28}", word_start=True),
-    _d("azure_storage_key", r"AccountKey=([A-Za-z0-9+/]{86}==)", group=1),
+    _d("azure_storage_key", r"AccountKey=([A-Za-z0-9+/]{40,100}={0,2})", group=1),
     _d("azure_sas_token", r"sig=([A-Za-z0-9%+/]{40,120}(?:%3D|=){0,2})", group=1),
     _d("azure_client_secret", r"\dQ~[A-Za-z0-9_~.-]{31,34}(?![\w~.-])", ("Q~",)),  # 3 chars before: scan()
     _d("anthropic_key", r"sk-ant-[A-Za-z0-9_-]{32,200}", word_start=True),
