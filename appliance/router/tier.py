@@ -3,9 +3,10 @@
 A logistic regression over task-structure features (`features.extract`), trained by
 `python -m appliance.router.train` on the labelled prompts in `data/train.jsonl` and shipped
 as `data/tier_model.json`. Why a linear model over handcrafted features: it is deterministic,
-needs only numpy, explains itself (the reason names the strongest evidence) and runs in well
-under a millisecond even for 100k-character requests, since features read a bounded head and
-tail of the text.
+runs in plain Python (numpy only for training), explains itself (the reason names the
+strongest evidence) and takes about a millisecond even for 100k-character requests, since
+features read a bounded head and tail of the text. The model is loaded once, lazily, under a
+lock; verdicts are pure functions of the text.
 """
 
 from __future__ import annotations
