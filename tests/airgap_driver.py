@@ -32,6 +32,11 @@ HARD = (
 EASY = "hi! what does the word 'distributed' mean?"
 
 
+def log_question(lines: int) -> str:
+    """About 6 tokens a line with SmolLM2's tokenizer: 250 lines fit a 2048 context, 500 do not."""
+    return "What is the most common word in this log?\n```\n" + "ok ok ok ok ok\n" * lines + "```"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,6 +145,8 @@ def main() -> int:
                 "header_cloud": (ask("default", EASY), {"x-appliance-route": "cloud"}),
                 "tier_cloud": (ask("default", HARD), {}),
                 "local": (ask("default", EASY), {}),
+                "fits_local": (ask("default", log_question(250)), {}),
+                "too_long": (ask("default", log_question(500)), {}),
             }
             answers = {}
             for name, (body, headers) in cases.items():

@@ -80,7 +80,12 @@ def test_air_gapped_serve_in_a_loopback_only_namespace(smollm_path: Path) -> Non
         a = answers[case]
         assert a["status"] == 403 and a["error_code"] == "cloud_not_allowed", (case, a)
         assert "air-gapped" in a["reason"], (case, a)
-    assert answers["local"]["status"] == 200 and answers["local"]["route"] == "local"
+    for case in ("local", "fits_local"):
+        assert answers[case]["status"] == 200 and answers[case]["route"] == "local", (case, answers[case])
+    # Too long for the local context, and the cloud is off limits: refused, saying both.
+    too_long = answers["too_long"]
+    assert (too_long["status"], too_long["error_code"]) == (400, "context_length_exceeded")
+    assert too_long["reason"] == "capacity:context,air-gapped"
     assert result["fake_requests"] == []  # the provider never heard from us
     assert result["socket_samples"] > 0  # we did watch the process's sockets
     assert result["non_loopback"] == []
