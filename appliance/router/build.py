@@ -55,6 +55,10 @@ def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
     from appliance.router.tier import classify, latest_user_text
 
     settings = cfg.router
+    try:
+        rules = load_rules(settings)
+    except PolicyError as e:
+        raise ConfigError(str(e)) from e
     cloud_cfg = cloud_config(cfg)
     names = cloud_cfg.model_names() if cloud_cfg else []
     client = None
@@ -63,10 +67,6 @@ def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
 
         client = CloudPool(cloud_cfg)
     usage = UsageLog(usage_db_path(), cloud_prices(cfg))
-    try:
-        rules = load_rules(settings)
-    except PolicyError as e:
-        raise ConfigError(str(e)) from e
     side = CloudSide(
         models=frozenset(n.lower() for n in names),
         default_model=names[0] if names else None,
