@@ -257,6 +257,10 @@ def test_config_from_yaml_and_pool_api(tmp_path: Path) -> None:
     cached = Price(input=3.0, output=15.0, cached_input=0.3)
     assert cached.cost(Usage(prompt_tokens=1_000_000, cached_tokens=900_000)) == pytest.approx(0.3 + 0.27)
     assert "sk-live" not in repr(pool) and "sk-live" not in repr(cfg)
+    rt = pool.runtime("gpt-big")
+    assert rt.id == "gpt-big" and rt.n_ctx == 400000 and rt.stats().loaded
+    with pytest.raises(KeyError):
+        pool.runtime("nope")
     with pytest.raises(ValidationError, match="api_key_env"):
         CloudConfig.model_validate(
             {
