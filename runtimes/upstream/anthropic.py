@@ -156,11 +156,11 @@ class AnthropicUpstream:
             try:
                 reader = MessageStreamReader(self.provider)
                 async for data in sse_data(response, provider=self.provider, key=self._key):
+                    if reader.stopped:
+                        continue  # read to the end of the body so the connection is pooled again
                     event = reader.feed(parse_json(data, provider=self.provider))
                     if event is not None:
                         yield event
-                    if reader.stopped:
-                        break
                 yield reader.final()
             finally:
                 await response.aclose()

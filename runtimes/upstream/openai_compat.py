@@ -192,9 +192,13 @@ class OpenAICompatUpstream:
             try:
                 state = ChunkReader(chat=chat, provider=self.provider)
                 async for data in sse_data(response, provider=self.provider, key=self._key):
+                    # After [DONE], read on to the end of the body: a response closed early
+                    # takes its connection with it instead of returning it to the pool.
+                    if state.done:
+                        continue
                     if data.strip() == "[DONE]":
                         state.done = True
-                        break
+                        continue
                     event = state.feed(parse_json(data, provider=self.provider))
                     if event is not None:
                         yield event
