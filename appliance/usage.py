@@ -81,14 +81,16 @@ def connect(path: Path) -> sqlite3.Connection:
 class UsageLog:
     """Append-only request log with today's cloud spend at hand."""
 
-    def __init__(self, path: Path, prices: Mapping[str, Price] | None = None):
+    def __init__(self, path: Path, prices: Mapping[str, Price] | None = None, batch_s: float = 0.25):
         self.path = path
+        self.batch_s = batch_s
         self.prices = dict(prices or {})
         self._db = connect(path)
         self._lock = threading.Lock()
         self._spend_day = utc_day(time.time())
         self._spend = self._spent_on(self._spend_day)
         self._queue: queue.Queue[UsageRecord | None] = queue.Queue()
+        self._flushing = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="usage-log", daemon=True)
         self._writer.start()
 
@@ -138,7 +140,11 @@ class UsageLog:
 
     def flush(self) -> None:
         """Wait until every queued row is written."""
-        self._queue.join()
+        self._flushing.set()
+        try:
+            self._queue.join()
+        finally:
+            self._flushing.clear()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -163,7 +169,9 @@ class UsageLog:
         sql = f"INSERT INTO requests ({columns}) VALUES ({marks})"
         while True:
             batch = [self._queue.get()]
-            while not self._queue.empty() and len(batch) < 256:
+            if batch[0] is not None and not self._flushing.is_set():
+                time.sleep(self.batch_s)  # let a burst gather: one transaction, not one per request
+            while not self._queue.empty() and len(batch) < 1024:
                 batch.append(self._queue.get_nowait())
             rows = [astuple(r) for r in batch if r is not None]
             try:
