@@ -63,9 +63,10 @@ def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
     names = cloud_cfg.model_names() if cloud_cfg else []
     client = None
     if cloud_cfg is not None and not settings.air_gapped:
+        from runtimes.upstream.lean_transport import transport_for_url
         from runtimes.upstream.pool import CloudPool
 
-        client = CloudPool(cloud_cfg)
+        client = CloudPool(cloud_cfg, transport_for=lambda p: transport_for_url(p.base_url))
     usage = UsageLog(usage_db_path(), cloud_prices(cfg))
     side = CloudSide(
         models=frozenset(n.lower() for n in names),
