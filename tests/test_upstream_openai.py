@@ -216,6 +216,24 @@ def test_silent_upstream_is_an_error_not_a_hang(provider: FakeOpenAI) -> None:
     assert "read timeout" in str(exc.value)
 
 
+def test_upstream_stalling_mid_stream_is_an_error_not_a_hang(provider: FakeOpenAI) -> None:
+    provider.reply = Reply(text="first second third")
+    provider.token_s = 2.0  # the first word comes at once, then silence
+    got: list[Event] = []
+
+    async def run() -> None:
+        up = upstream(provider, timeouts=Timeouts(connect=1, read=0.3))
+        try:
+            async for ev in up.chat(chat()):
+                got.append(ev)
+        finally:
+            await up.close()
+
+    with pytest.raises(UpstreamError) as exc:
+        asyncio.run(asyncio.wait_for(run(), 5))
+    assert "".join(e.content for e in got) == "first " and "read timeout" in str(exc.value)
+
+
 def test_key_never_in_repr_errors_or_logs(provider: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     up = upstream(provider)
