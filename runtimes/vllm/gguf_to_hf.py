@@ -28,9 +28,9 @@ def convert(gguf: Path, out: Path, dtype: str = "bfloat16") -> Path:
     torch_dtype = getattr(torch, dtype)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch_dtype)
-    config.torch_dtype = torch_dtype
-    fresh = AutoModelForCausalLM.from_config(config, torch_dtype=torch_dtype)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype)
+    config.dtype = torch_dtype  # written to config.json: vLLM's "auto" dtype reads it
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if not _tied(k, config)]
     if missing or unexpected:
@@ -60,6 +60,8 @@ def _gguf_chat_template(gguf: Path) -> str | None:
     field = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
     if field is None:
         return None
+    if hasattr(field, "contents"):
+        return field.contents()
     return bytes(field.parts[field.data[0]]).decode("utf-8")
 
 
