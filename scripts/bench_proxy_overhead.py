@@ -6,7 +6,7 @@ as `appliance serve` runs it, usage log on), and this client. The same streamed 
 request goes to the provider directly and through the appliance, interleaved (ABAB...)
 so drift hits both alike; we report medians and the median of the paired differences.
 
-    .venv/bin/python scripts/bench_proxy_overhead.py [--n 500] [--json]
+    .venv/bin/python scripts/bench_proxy_overhead.py [--n 500] [--no-stream] [--json]
 """
 
 from __future__ import annotations
@@ -86,16 +86,16 @@ def wait_up(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def one(client: httpx.Client, url: str, headers: dict[str, str]) -> float:
+def one(client: httpx.Client, url: str, headers: dict[str, str], body: dict = BODY) -> float:
     t0 = time.perf_counter()
-    with client.stream("POST", url, json=BODY, headers=headers) as r:
+    with client.stream("POST", url, json=body, headers=headers) as r:
         r.raise_for_status()
         for _ in r.iter_bytes():
             pass
     return (time.perf_counter() - t0) * 1000
 
 
-def measure(n: int, warmup: int) -> dict:
+def measure(n: int, warmup: int, stream: bool = True) -> dict:
     pport, aport = free_port(), free_port()
     me = [sys.executable, __file__]
     env = {**os.environ, "APPLIANCE_HOME": tempfile.mkdtemp(prefix="bench-proxy-")}
@@ -110,10 +110,11 @@ def measure(n: int, warmup: int) -> dict:
         direct = (f"http://127.0.0.1:{pport}/v1/chat/completions", {"authorization": f"Bearer {KEY}"})
         proxied = (f"http://127.0.0.1:{aport}/v1/chat/completions", {"authorization": "Bearer client"})
         a, b = [], []
+        body = BODY if stream else {k: v for k, v in BODY.items() if k not in ("stream", "stream_options")}
         with httpx.Client(timeout=30) as client:
             for i in range(warmup + n):
-                da = one(client, *direct)
-                db = one(client, *proxied)
+                da = one(client, *direct, body)
+                db = one(client, *proxied, body)
                 if i >= warmup:
                     a.append(da)
                     b.append(db)
@@ -124,6 +125,7 @@ def measure(n: int, warmup: int) -> dict:
     diffs = sorted(y - x for x, y in zip(a, b, strict=True))
     return {
         "n": n,
+        "stream": stream,
         "direct_p50_ms": statistics.median(a),
         "proxied_p50_ms": statistics.median(b),
         "added_p50_ms": statistics.median(b) - statistics.median(a),
@@ -140,6 +142,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streams")
     args = ap.parse_args()
     if args.role == "provider":
         serve_provider(args.port)
@@ -147,11 +150,12 @@ def main() -> int:
     if args.role == "appliance":
         serve_appliance(args.port, args.provider_port)
         return 0
-    res = measure(args.n, args.warmup)
+    res = measure(args.n, args.warmup, stream=not args.no_stream)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"requests: {res['n']} each way, interleaved (streamed chat, 7 content chunks)")
+        kind = "streamed chat, 7 content chunks" if res["stream"] else "whole chat answers"
+        print(f"requests: {res['n']} each way, interleaved ({kind})")
         print(f"direct to provider   p50 {res['direct_p50_ms']:.2f} ms")
         print(f"through appliance    p50 {res['proxied_p50_ms']:.2f} ms")
         print(f"added latency        p50 {res['paired_diff_p50_ms']:.2f} ms (paired), "
