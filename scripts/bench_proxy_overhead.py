@@ -126,6 +126,7 @@ def measure(n: int, warmup: int, stream: bool = True) -> dict:
     return {
         "n": n,
         "stream": stream,
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "direct_p50_ms": statistics.median(a),
         "proxied_p50_ms": statistics.median(b),
         "added_p50_ms": statistics.median(b) - statistics.median(a),
@@ -160,6 +161,7 @@ def main() -> int:
         print(f"through appliance    p50 {res['proxied_p50_ms']:.2f} ms")
         print(f"added latency        p50 {res['paired_diff_p50_ms']:.2f} ms (paired), "
               f"p90 {res['paired_diff_p90_ms']:.2f} ms")
+        print(f"load average (1 min) after the run: {res['load_avg_1m_after']}")
     return 0
 
 
