@@ -33,7 +33,7 @@ EASY = "hi! what does the word 'distributed' mean?"
 
 
 def log_question(lines: int) -> str:
-    """About 6 tokens a line with SmolLM2's tokenizer: 250 lines fit a 2048 context, 500 do not."""
+    """About 6 tokens a line with Qwen2.5's tokenizer: 250 lines fit a 2048 context, 500 do not."""
     return "What is the most common word in this log?\n```\n" + "ok ok ok ok ok\n" * lines + "```"
 
 
@@ -108,7 +108,7 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "APPLIANCE_HOME": str(home), "AIRGAP_FAKE_KEY": "sk-airgap-test-key"}
         cmd = [sys.executable, "-m", "appliance.cli", "serve", "--air-gapped", "--config", str(cfg),
-               "--model", "smollm2-135m-instruct", "--small-model", "none", "--port", str(port),
+               "--model", "qwen2.5-coder-0.5b-instruct", "--small-model", "none", "--port", str(port),
                "--ctx", "2048", "--slots", "1"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         samples: list[dict[str, str]] = []

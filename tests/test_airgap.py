@@ -62,12 +62,12 @@ def _netns_or_skip() -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_air_gapped_serve_in_a_loopback_only_namespace(smollm_path: Path) -> None:
+def test_air_gapped_serve_in_a_loopback_only_namespace(qwen_path: Path) -> None:
     ns = _netns_or_skip()
     try:
         run = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, str(REPO / "tests" / "airgap_driver.py"),
-             str(smollm_path.parent.parent)],
+             str(qwen_path.parent.parent)],
             capture_output=True, text=True, timeout=540, cwd=REPO,
         )
     finally:
