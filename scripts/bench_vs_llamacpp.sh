@@ -14,7 +14,9 @@
 #   OUT (results folder, default ./bench-results/vs-llamacpp, git-ignored),
 #   QUIET_LOAD (start each phase once the 1-minute load average is below it, default 1.0),
 #   APPLIANCE_ARGS / LLAMA_ARGS (extra flags for `appliance serve` / llama-server),
-#   SKIP_APPLIANCE=1 (the two llama.cpp servers only), TRACES (default: ../shared/traces/*).
+#   SKIP_APPLIANCE=1 (the two llama.cpp servers only), TRACES (default: ../shared/traces/*),
+#   PHASES (default "traces lcp streams tg": a subset reruns only those parts),
+#   STREAM_PROMPTS (prompt sizes of the decode workload, default 128,1024,4096).
 set -euo pipefail
 
 LLAMA_SERVER=${1:?usage: $0 /path/to/llama-server [/path/to/llama-bench]}
@@ -47,7 +49,7 @@ trap 'exit 143' TERM INT
 wait_ready() {  # URL NAME PID: poll /v1/models until it answers 200
   local url=$1 name=$2 pid=$3
   for _ in $(seq 1 900); do
-    if curl -sf -o /dev/null "$url/v1/models"; then echo "$name ready"; return 0; fi
+    if curl -sf "$url/v1/models" | grep -q '"id"'; then echo "$name ready"; return 0; fi
     if ! kill -0 "$pid" 2>/dev/null; then echo "$name exited; see $LOGS/$name.log" >&2; return 1; fi
     sleep 1
   done
@@ -140,41 +142,52 @@ bench() {  # OUTDIR REPEAT TARGETS ARGS...
 # its title request); a new session with the same system prompt and tools after 4 other
 # requests, and (appliance) after a restart. llama_cpp.server runs the traces LCP_REPEAT times
 # (default 1: at ~6 min a replay, its 4x margin does not need a median of three).
+PHASES=${PHASES:-traces lcp streams tg}
+phase() { [[ " $PHASES " == *" $1 "* ]]; }
 trace_args=()
 for t in $TRACES; do trace_args+=(--trace "$t"); done
-start_appliance 2 16384
-start_llama_server 2 16384
-LLAMA_PID=$!
-bench "$OUT/traces" "$REPEAT" "$T_LLAMA $T_APPL" --workload trace,session,restart "${trace_args[@]}" \
-  --trace-max-tokens 32
-kill "$LLAMA_PID" 2>/dev/null || true; wait "$LLAMA_PID" 2>/dev/null || true
-start_others
-bench "$OUT/traces-lcp" "${LCP_REPEAT:-1}" "$T_LCP" --workload trace "${trace_args[@]}" --trace-max-tokens 32
+if phase traces; then
+  start_appliance 2 16384
+  start_llama_server 2 16384
+  LLAMA_PID=$!
+  bench "$OUT/traces" "$REPEAT" "$T_LLAMA $T_APPL" --workload trace,session,restart "${trace_args[@]}" \
+    --trace-max-tokens 32
+  kill "$LLAMA_PID" 2>/dev/null || true; wait "$LLAMA_PID" 2>/dev/null || true
+fi
+if phase lcp || phase streams; then start_others; fi
+if phase lcp; then
+  bench "$OUT/traces-lcp" "${LCP_REPEAT:-1}" "$T_LCP" --workload trace "${trace_args[@]}" --trace-max-tokens 32
+fi
 
 # Phase 2: decode speed and concurrency, llama-server (and the appliance) with 4 slots of 8k.
-stop_appliance
-start_appliance 4 32768
-start_llama_server 4 32768
-bench "$OUT/streams" "$REPEAT" "$T_LLAMA $T_LCP $T_APPL" --workload decode,concurrency \
-  --prompt-sizes 128,1024,4096 --max-tokens 128 --concurrency 1,4
+if phase streams; then
+  stop_appliance
+  start_appliance 4 32768
+  start_llama_server 4 32768
+  bench "$OUT/streams" "$REPEAT" "$T_LLAMA $T_LCP $T_APPL" --workload decode,concurrency \
+    --prompt-sizes "${STREAM_PROMPTS:-128,1024,4096}" --max-tokens 128 --concurrency 1,4
+fi
 cleanup
 stop_appliance
 
 # llama.cpp's own numbers for the same model and threads (no HTTP): the one-stream ceiling.
-if [ -n "$LLAMA_BENCH" ]; then
+if [ -n "$LLAMA_BENCH" ] && phase tg; then
   wait_quiet
   "$LLAMA_BENCH" -m "$GGUF" -t "$THREADS" -p 512 -n 128 -r 3 -o md | tee "$OUT/llama-bench.md"
 fi
 
 # The charts BENCHMARKS.md shows.
 mkdir -p "$ROOT/docs/bench"
-for phase in traces streams; do
-  cp "$(ls -t "$OUT/$phase"/bench-*.png | head -1)" "$ROOT/docs/bench/vs-llamacpp-$phase.png"
+for p in traces streams; do
+  png=$(ls -t "$OUT/$p"/bench-*.png 2>/dev/null | head -1)
+  [ -z "$png" ] || cp "$png" "$ROOT/docs/bench/vs-llamacpp-$p.png"
 done
 
 echo; echo "## results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
-for phase in traces traces-lcp streams; do
-  f=$(ls -t "$OUT/$phase"/bench-*.json | head -1)
-  echo; echo "### $phase: $f"; echo
-  "$PY" -m appliance.bench.cli compare "$f" --baseline llama-server --markdown
+for p in traces traces-lcp streams; do
+  f=$(ls -t "$OUT/$p"/bench-*.json 2>/dev/null | head -1)
+  [ -n "$f" ] || continue
+  base=llama-server; [ "$p" != traces-lcp ] || base=llama_cpp.server
+  echo; echo "### $p: $f"; echo
+  "$PY" -m appliance.bench.cli compare "$f" --baseline "$base" --markdown
 done

@@ -170,7 +170,7 @@ def concurrency_metrics(results: list[RequestResult]) -> dict[str, Any]:
 async def _trace(
     client, state: TargetState, settings: Settings, sample: Sample, trace: trace_mod.Trace
 ) -> None:
-    tag = f"[bench session {settings.run_id}-r{sample.rep}]" if settings.trace_cold else None
+    tag = f"[bench session {settings.run_id}-r{sample.rep}-{trace.name}]" if settings.trace_cold else None
     steps_raw: list[dict[str, Any]] = []
     errors: list[str] = []
     t0 = time.perf_counter()
@@ -207,8 +207,14 @@ def trace_metrics(steps: list[dict[str, Any]], total_s: float) -> dict[str, Any]
     }
 
 
+def _lists(models: Any, model: str | None) -> bool:
+    """Whether a /v1/models answer lists `model` (servers answer before their model is loaded)."""
+    ids = {m.get("id") for m in (models or {}).get("data") or [] if isinstance(m, dict)}
+    return bool(ids) and (model is None or model in ids)
+
+
 async def restart_target(client, state: TargetState, command: str, timeout_s: float) -> float:
-    """Run the target's restart command, then wait until it lists its models again."""
+    """Run the target's restart command, then wait until it lists the model again."""
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_shell(command)
     if await proc.wait() != 0:
@@ -216,7 +222,7 @@ async def restart_target(client, state: TargetState, command: str, timeout_s: fl
     while time.perf_counter() - t0 < timeout_s:
         try:
             r = await client.get(f"{state.target.url}/models", headers=state.target.headers(), timeout=5)
-            if r.status_code == 200:
+            if r.status_code == 200 and _lists(r.json(), state.model):
                 return time.perf_counter() - t0
         except httpx.HTTPError:
             pass
