@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ _MARKERS = ("<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
             "<think>", "</think>")
 
 
+TOKEN_MEMO_SIZE = 8  # prompts whose tokens are kept (one per in-flight agent turn is plenty)
+
 class LlamaCppRuntime:
     """One loaded GGUF model served by `Engine`; `id` is its catalog name."""
 
@@ -36,6 +39,9 @@ class LlamaCppRuntime:
         self.engine = engine
         self.id = model_id
         self.n_ctx = engine.n_ctx
+        # The router's capacity check and chat() tokenize the same prompt: an agent's 30 KB
+        # prompt costs tens of ms to tokenize, so the last few results are kept.
+        self._tokens: OrderedDict[str, list[int]] = OrderedDict()
         source = engine.metadata.get("tokenizer.chat_template") or None
         self.template = ChatTemplate(
             source,
@@ -70,7 +76,8 @@ class LlamaCppRuntime:
 
     async def chat(self, req: ChatRequest) -> AsyncIterator[Event]:
         prompt, parser, prefill = self.prepare_chat(req)
-        tokens = self._tokenize_prompt(prompt)
+        # Off the event loop: other streams keep flowing while a long prompt is tokenized.
+        tokens = await asyncio.to_thread(self._tokenize_prompt, prompt)
         events = parser.feed(prefill) if prefill else []
         async for ev in self._stream(tokens, req.sampling, parser, events):
             yield ev
@@ -115,10 +122,16 @@ class LlamaCppRuntime:
         return prompt + prefill, parser, prefill
 
     def _tokenize_prompt(self, prompt: str) -> list[int]:
-        # Templates that write {{ bos_token }} themselves must not get a second BOS.
-        bos = self.template.bos_token
-        has_bos = bool(bos) and prompt.startswith(bos)
-        return self.engine.tokenize(prompt, add_special=not has_bos, parse_special=True)
+        cached = self._tokens.get(prompt)
+        if cached is None:
+            # Templates that write {{ bos_token }} themselves must not get a second BOS.
+            bos = self.template.bos_token
+            has_bos = bool(bos) and prompt.startswith(bos)
+            cached = self.engine.tokenize(prompt, add_special=not has_bos, parse_special=True)
+            self._tokens[prompt] = cached
+            while len(self._tokens) > TOKEN_MEMO_SIZE:
+                self._tokens.popitem(last=False)
+        return list(cached)
 
     async def _stream(
         self, tokens: list[int], sampling: Sampling, parser: ChatOutputParser | None, pending: list[Event]
