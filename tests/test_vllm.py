@@ -1,4 +1,4 @@
-"""Real vLLM behind the appliance, end to end (slow: about 8 minutes on a 2-core CPU).
+"""Real vLLM behind the appliance, end to end (slow: 8 min 16 s on the 2-core CPU box, venv cached).
 
 vLLM's CPU build is installed into its own cached venv (runtimes/vllm/venv.py, reused on
 later runs), SmolLM2-135M-Instruct is converted from its GGUF with `appliance convert`, and
