@@ -23,8 +23,11 @@ HF="$DATA/$MODEL/hf"
 HOME_DIR=$(mktemp -d)   # the served appliance's own data dir: its log, no config of yours
 PORT=$($BIN/python -c 'from runtimes.vllm.supervisor import free_port; print(free_port())')
 LOG="$HOME_DIR/logs/vllm-$MODEL.log"
+# Air-gapped, and requests the router would rate "frontier" are served locally instead of
+# refused: every request must reach vLLM for a like-for-like comparison.
+printf 'router:\n  air_gapped: true\n  air_gapped_refuse_tier: false\n' >"$HOME_DIR/config.yaml"
 APPLIANCE_HOME="$HOME_DIR" $BIN/appliance serve --runtime vllm --model "$MODEL" --model-dir "$HF" \
-  --ctx 2048 --slots 4 --small-model none --port "$PORT" --no-prefix-store --air-gapped \
+  --ctx 2048 --slots 4 --small-model none --port "$PORT" --no-prefix-store \
   --vllm-command "$VLLM_PY -m vllm.entrypoints.openai.api_server" >"$HOME_DIR/serve.log" 2>&1 &
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$HOME_DIR"' EXIT
