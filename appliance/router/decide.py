@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.router.capacity import QueueWait, fits_context
+from appliance.router.capacity import QueueWait, fits_context, prompt_tokens
 from appliance.router.policy import Subject, pinned, project_of
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, is_tool_turn, session_key
@@ -185,7 +185,8 @@ class Router:
         reason = f"{why},{blocked}"
         if fallback_local:
             return self._local_if_fits(rr, reason)
-        raise _refusal(reason, blocked, needs_context=why == "capacity:context")
+        context = self._context_detail(rr) if why == "capacity:context" else None
+        raise _refusal(reason, blocked, context=context)
 
     def _why_not_cloud(self) -> str | None:
         if self.settings.air_gapped:
@@ -211,8 +212,16 @@ class Router:
     def _local_if_fits(self, rr: RouteRequest, reason: str) -> Decision:
         runtime = self._local_runtime(rr)
         if runtime is not None and not fits_context(runtime, rr.chat):
-            raise _refusal(f"{reason},capacity:context", reason, needs_context=True)
+            raise _refusal(f"{reason},capacity:context", reason, context=self._context_detail(rr))
         return self._local(rr, reason)
+
+    def _context_detail(self, rr: RouteRequest) -> str:
+        """The numbers a client needs to shorten its prompt (counted exactly when the runtime can)."""
+        runtime = self._local_runtime(rr)
+        if runtime is None:
+            return "no local model is loaded"
+        n = prompt_tokens(runtime, rr.chat)
+        return f"the prompt has {n} tokens; the local context holds {runtime.n_ctx}"
 
     def _remember(self, rr: RouteRequest, decision: Decision) -> None:
         key = session_key(rr.chat.messages)
@@ -233,11 +242,13 @@ def _outbound_text(req: ChatRequest) -> str:
     return "\n".join(parts)
 
 
-def _refusal(reason: str, blocked: str, *, needs_context: bool) -> Refusal:
-    if needs_context:
+def _refusal(reason: str, blocked: str, *, context: str | None) -> Refusal:
+    """`context`: set when the prompt does not fit locally (the numbers, for the message)."""
+    if context is not None:
         return Refusal(
             400, "context_length_exceeded", reason,
-            f"The prompt does not fit the local model's context and may not go to the cloud ({blocked}).",
+            f"The prompt does not fit the local model's context ({context}) and may not go to the "
+            f"cloud ({blocked}).",
         )
     if blocked == "budget":
         return Refusal(429, "budget_exceeded", reason, "Today's cloud budget is spent; this needs the cloud.")
