@@ -335,3 +335,89 @@ def test_real_model_over_messages_api(qwen_path: Path, tmp_path: Path) -> None:
             )
     finally:
         rt.engine.close()
+
+
+def test_anthropic_client_to_anthropic_provider_keeps_tools_intact(tmp_path: Path, monkeypatch) -> None:
+    """anthropic SDK -> our /v1/messages -> router (client chose the cloud model) -> CloudPool ->
+    the fake Anthropic provider (a real HTTP server on loopback standing in for Anthropic) and back.
+    The tool definitions, the tool_use and the tool_result cross both translations unchanged."""
+    from fakes.anthropic_provider import FakeAnthropic
+    from fakes.provider_base import Reply
+
+    from appliance.config import ServeConfig
+    from appliance.router.build import build_routing
+
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
+    monkeypatch.setenv("E2E_ANTHROPIC_KEY", "sk-ant-e2e-0123456789")
+    local = ScriptedRuntime(id=MODEL, n_ctx=32768)
+    registry = ModelRegistry(catalog_resolver())
+    registry.add(local, roles=["default"])
+    reply = Reply(text="Reading it.", tool_calls=[("read", {"path": "calc.py"})])
+    with FakeAnthropic(api_key="sk-ant-e2e-0123456789", models=["claude-up"], reply=reply) as provider:
+        cloud = {
+            "providers": [
+                {
+                    "name": "anthropic",
+                    "kind": "anthropic",
+                    "base_url": provider.base_url,
+                    "api_key_env": "E2E_ANTHROPIC_KEY",
+                    "models": {"claude-cloud": "claude-up"},
+                }
+            ]
+        }
+        routing = build_routing(ServeConfig(cloud=cloud), registry)
+        with running_server(create_app(registry, routing=routing)) as srv:
+            client = anthropic.Anthropic(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=10)
+            first = client.messages.create(
+                model="claude-cloud",
+                max_tokens=64,
+                system="Be brief.",
+                tools=[READ_TOOL],
+                messages=[{"role": "user", "content": "What does calc.py do?"}],
+            )
+            assert [b.type for b in first.content] == ["text", "tool_use"] and first.stop_reason == "tool_use"
+            call = first.content[1]
+            assert call.name == "read" and call.input == {"path": "calc.py"}
+
+            provider.reply = Reply(text="It subtracts.")
+            history = [
+                {"role": "user", "content": "What does calc.py do?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Reading it."},
+                        {"type": "tool_use", "id": call.id, "name": "read", "input": {"path": "calc.py"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": call.id,
+                            "content": "def add(a, b): return a - b",
+                        }
+                    ],
+                },
+            ]
+            with client.messages.stream(
+                model="claude-cloud", max_tokens=64, system="Be brief.", tools=[READ_TOOL], messages=history
+            ) as stream:
+                assert "".join(stream.text_stream) == "It subtracts."
+    assert local.records == []  # all of it went to the provider
+    sent_first, sent_second = (without_cache_marks(r.body) for r in provider.requests)
+    assert (
+        sent_first["system"] == [{"type": "text", "text": "Be brief."}] and sent_first["model"] == "claude-up"
+    )
+    assert sent_first["tools"] == [READ_TOOL]
+    assert sent_second["messages"][:2] == history[:2]
+    assert sent_second["messages"][2]["content"] == history[2]["content"]
+
+
+def without_cache_marks(obj):
+    """The body minus the prompt-cache breakpoints our Anthropic client adds."""
+    if isinstance(obj, dict):
+        return {k: without_cache_marks(v) for k, v in obj.items() if k != "cache_control"}
+    if isinstance(obj, list):
+        return [without_cache_marks(v) for v in obj]
+    return obj
