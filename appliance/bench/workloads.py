@@ -52,6 +52,12 @@ def cases(settings: Settings, loaded_traces: list[trace_mod.Trace]) -> list[Case
     return out
 
 
+def _key(settings: Settings, sample: Sample) -> str:
+    """What makes a sample's prompts unique. The target is in it: two targets behind one server
+    (appliance -> vLLM, and vLLM itself) must not find each other's prompts in its prefix cache."""
+    return f"{settings.run_id}-{sample.target}-r{sample.rep}"
+
+
 def chat_body(
     state: TargetState, settings: Settings, messages: list[dict], max_tokens: int
 ) -> dict[str, Any]:
@@ -103,7 +109,7 @@ async def _single(
     if not _fits(state, size, out):
         sample.status, sample.error = "skipped", f"{size}+{out} tokens exceed the context ({state.n_ctx})"
         return
-    nonce = f"{settings.run_id}-r{sample.rep}-{sample.workload}-{size}"
+    nonce = f"{_key(settings, sample)}-{sample.workload}-{size}"
     words = state.calibration.words_for(size)
     messages = synthetic.story_messages(words, nonce, seed=size)
     res = await chat(client, state.target, chat_body(state, settings, messages, out), settings.timeout_s)
@@ -125,7 +131,7 @@ async def _concurrency(client, state: TargetState, settings: Settings, sample: S
         chat_body(
             state,
             settings,
-            synthetic.story_messages(words, f"{settings.run_id}-r{sample.rep}-c{n}-s{i}", seed=f"stream{i}"),
+            synthetic.story_messages(words, f"{_key(settings, sample)}-c{n}-s{i}", seed=f"stream{i}"),
             settings.max_tokens,
         )
         for i in range(n)
@@ -170,7 +176,7 @@ def concurrency_metrics(results: list[RequestResult]) -> dict[str, Any]:
 async def _trace(
     client, state: TargetState, settings: Settings, sample: Sample, trace: trace_mod.Trace
 ) -> None:
-    tag = f"[bench session {settings.run_id}-r{sample.rep}-{trace.name}]" if settings.trace_cold else None
+    tag = f"[bench session {_key(settings, sample)}-{trace.name}]" if settings.trace_cold else None
     steps_raw: list[dict[str, Any]] = []
     errors: list[str] = []
     t0 = time.perf_counter()
@@ -253,7 +259,7 @@ async def _session(
     if restart and not command:
         sample.status, sample.error = "skipped", "no restart=CMD for this target"
         return
-    tag = f"[bench session {settings.run_id}-r{sample.rep}-{'x' if restart else 's'}]"
+    tag = f"[bench session {_key(settings, sample)}-{'x' if restart else 's'}]"
     first, other = _session_bodies(trace)
     send = trace_mod.prepare
     cold = await chat(
@@ -265,7 +271,7 @@ async def _session(
     fillers: list[RequestResult] = []
     for i in range(settings.session_fillers):  # other work in between: fills (and evicts) the slots
         words = state.calibration.words_for(1024)
-        msgs = synthetic.story_messages(words, f"{settings.run_id}-r{sample.rep}-fill{i}", seed=f"fill{i}")
+        msgs = synthetic.story_messages(words, f"{_key(settings, sample)}-fill{i}", seed=f"fill{i}")
         fillers.append(
             await chat(client, state.target, chat_body(state, settings, msgs, 4), settings.timeout_s)
         )
