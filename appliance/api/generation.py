@@ -167,3 +167,15 @@ async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]
     if not result:
         raise ClientGone()
     return result[0]
+
+
+async def start(request: Request, gen: Generation) -> Event | None:
+    """Prefetch the first event, closing the generation if that fails or the client leaves."""
+    try:
+        return await unless_disconnected(request, gen.prefetch)
+    except ClientGone:
+        await gen.aclose("client_gone")
+        raise
+    except BaseException:
+        await gen.aclose("error")
+        raise

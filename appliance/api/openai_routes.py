@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from appliance.api.convert import chat_request, completion_request
 from appliance.api.errors import ApiError, from_runtime_error, internal_error
-from appliance.api.generation import ClientGone, Generation, unless_disconnected
+from appliance.api.generation import ClientGone, Generation, start, unless_disconnected
 from appliance.api.metrics import Metrics
 from appliance.api.registry import ModelRegistry
 from appliance.api.responses import ChatCollector, ChatStream, TextStream, new_id, text_response
@@ -50,10 +50,6 @@ async def read_body(request: Request, model: type[B]) -> tuple[B, dict[str, Any]
     return model.model_validate(raw), raw
 
 
-def resolve(models: ModelRegistry, name: str) -> Runtime:
-    return resolve_local(models, name)
-
-
 COMPLETIONS_REASON = "completions-local"
 
 
@@ -64,18 +60,6 @@ def local_headers(runtime: Runtime) -> dict[str, str]:
 
 def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
-
-
-async def _start(request: Request, gen: Generation) -> Event | None:
-    """Prefetch the first event, closing the generation if that fails or the client leaves."""
-    try:
-        return await unless_disconnected(request, gen.prefetch)
-    except ClientGone:
-        await gen.aclose("client_gone")
-        raise
-    except BaseException:
-        await gen.aclose("error")
-        raise
 
 
 def _stream_error(exc: Exception, request_id: str) -> bytes:
@@ -142,12 +126,12 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
     async def completions(request: Request) -> Response:
         started = time.perf_counter()
         body, _ = await read_body(request, CompletionBody)
-        runtime = resolve(models, body.model)
+        runtime = resolve_local(models, body.model)
         req = completion_request(body, runtime.id, _request_id(request))
         gen = generation(request, runtime, "completion", started, runtime.complete(req))
         gen.on_close = dispatcher.recorder(Decision("local", COMPLETIONS_REASON, runtime.id), body.model)
         try:
-            await _start(request, gen)
+            await start(request, gen)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         completion_id = new_id("cmpl")
@@ -171,7 +155,7 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
 
     @router.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
-        return _model_card(models, resolve(models, model_id))
+        return _model_card(models, resolve_local(models, model_id))
 
     return router
 

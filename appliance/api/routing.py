@@ -20,7 +20,7 @@ from typing import Protocol
 from fastapi import Request
 
 from appliance.api.errors import ApiError
-from appliance.api.generation import ClientGone, Generation, unless_disconnected
+from appliance.api.generation import Generation, start
 from appliance.api.metrics import Metrics
 from appliance.api.registry import ModelNotFound, ModelRegistry
 from appliance.router.capacity import fits_context
@@ -156,14 +156,7 @@ class ChatDispatcher:
             metrics=self.metrics, started=started,
         )
         gen.on_close = self.recorder(decision, requested, events, wall)
-        try:
-            await unless_disconnected(request, gen.prefetch)
-        except ClientGone:
-            await gen.aclose("client_gone")
-            raise
-        except BaseException:
-            await gen.aclose("error")
-            raise
+        await start(request, gen)
         return Started(gen, model, route_headers(decision.route, decision.reason, model))
 
     def _local_or_none(self, requested: str) -> Runtime | None:
