@@ -24,7 +24,6 @@ from runtimes.base import (
     Event,
     FinishReason,
     InvalidRequest,
-    RuntimeStats,
     Sampling,
     ToolCallDelta,
     UpstreamError,
@@ -37,7 +36,7 @@ from runtimes.upstream.anthropic_format import (
     to_anthropic_tools,
     usage_from_anthropic,
 )
-from runtimes.upstream.http import Timeouts, as_secret, new_client, open_stream, parse_json, sse_data
+from runtimes.upstream.http import SseUpstream, Timeouts
 
 API_VERSION = "2023-06-01"
 _DEFAULTS = Sampling()
@@ -45,7 +44,7 @@ _DEFAULTS = Sampling()
 _RETRYABLE_STREAM_ERRORS = ("overloaded_error", "api_error", "rate_limit_error")
 
 
-class AnthropicUpstream:
+class AnthropicUpstream(SseUpstream):
     """A Runtime over `{base_url}/v1/messages`.
 
     base_url: without `/v1` (as the anthropic SDK takes it).
@@ -68,40 +67,28 @@ class AnthropicUpstream:
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.model = model
-        self.id = id or model
-        self.provider = provider
-        self.n_ctx = n_ctx
-        self.timeouts = timeouts or Timeouts()
+        super().__init__(
+            base_url.rstrip("/").removesuffix("/v1"),
+            model,
+            id=id,
+            api_key=api_key,
+            provider=provider,
+            n_ctx=n_ctx,
+            timeouts=timeouts,
+            headers=headers,
+            transport=transport,
+        )
         self.default_max_tokens = default_max_tokens
         self.cache_prompts = cache_prompts
-        self._key = as_secret(api_key)
-        self._extra_headers = dict(headers or {})
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._active = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"AnthropicUpstream(provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r})"
-        )
 
     # -- Runtime ------------------------------------------------------------------------
     def chat(self, req: ChatRequest) -> AsyncIterator[Event]:
-        return self._run(self.messages_body(req))
+        reader = MessageStreamReader(self.provider)
+        return self._stream(self.base_url + "/v1/messages", self.messages_body(req), self._headers(), reader)
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Event]:
         raise InvalidRequest("The Anthropic Messages API has no text completions; use chat.")
         yield Event()  # pragma: no cover  (makes this an async generator)
-
-    def stats(self) -> RuntimeStats:
-        return RuntimeStats(slots_total=0, slots_busy=self._active, queue_depth=0, loaded=True)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     # -- request ------------------------------------------------------------------------
     def messages_body(self, req: ChatRequest) -> dict[str, Any]:
@@ -134,38 +121,6 @@ class AnthropicUpstream:
         if self._key is not None:
             headers["x-api-key"] = self._key.get_secret_value()
         return headers
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = new_client(self.base_url, self.timeouts, self._transport)
-        return self._client
-
-    # -- the stream ---------------------------------------------------------------------
-    async def _run(self, body: dict[str, Any]) -> AsyncIterator[Event]:
-        self._active += 1
-        try:
-            response = await open_stream(
-                self._http(),
-                self.base_url + "/v1/messages",
-                body,
-                self._headers(),
-                provider=self.provider,
-                key=self._key,
-                n_ctx=self.n_ctx,
-            )
-            try:
-                reader = MessageStreamReader(self.provider)
-                async for data in sse_data(response, provider=self.provider, key=self._key):
-                    if reader.stopped:
-                        continue  # read to the end of the body so the connection is pooled again
-                    event = reader.feed(parse_json(data, provider=self.provider))
-                    if event is not None:
-                        yield event
-                yield reader.final()
-            finally:
-                await response.aclose()
-        finally:
-            self._active -= 1
 
 
 _EPHEMERAL = {"type": "ephemeral"}
@@ -209,7 +164,7 @@ class MessageStreamReader:
     provider: str
     usage: Usage = field(default_factory=Usage)
     finish: FinishReason | None = None
-    stopped: bool = False
+    done: bool = False  # message_stop seen
     _tools: dict[int, int] = field(default_factory=dict)  # content block index -> tool call index
     _with_args: set[int] = field(default_factory=set)  # tool calls that received argument text
 
@@ -229,7 +184,7 @@ class MessageStreamReader:
                 self.finish = FROM_STOP_REASON.get(reason, "stop")
             usage_from_anthropic(ev.get("usage") or {}, self.usage)
         elif kind == "message_stop":
-            self.stopped = True
+            self.done = True
         elif kind == "error":
             err = ev.get("error") or {}
             retryable = err.get("type") in _RETRYABLE_STREAM_ERRORS
@@ -267,6 +222,6 @@ class MessageStreamReader:
         return None
 
     def final(self) -> Event:
-        if not self.stopped and self.finish is None:
+        if not self.done and self.finish is None:
             raise UpstreamError(f"{self.provider} closed the stream before finishing", retryable=True)
         return Event(finish_reason=self.finish or "stop", usage=self.usage)

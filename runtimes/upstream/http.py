@@ -12,15 +12,23 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
-from runtimes.base import ContextLengthExceeded, InvalidRequest, Overloaded, RuntimeError_, UpstreamError
+from runtimes.base import (
+    ContextLengthExceeded,
+    Event,
+    InvalidRequest,
+    Overloaded,
+    RuntimeError_,
+    RuntimeStats,
+    UpstreamError,
+)
 
 # Statuses worth trying again (after a pause, or at another provider). 529: Anthropic's "overloaded".
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
@@ -203,3 +211,90 @@ def parse_json(data: str, *, provider: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise UpstreamError(f"{provider} sent a stream event that is not an object", retryable=True)
     return obj
+
+
+class StreamReader(Protocol):
+    """Turns one dialect's stream events into our Events."""
+
+    done: bool  # the upstream said the answer is complete; the rest of the body is only drained
+
+    def feed(self, event: dict[str, Any]) -> Event | None: ...
+
+    def final(self) -> Event:
+        """The closing event; raises when the stream was cut before its end."""
+        ...
+
+
+class SseUpstream:
+    """What the OpenAI-compatible and Anthropic runtimes share: the pooled client, the key,
+    the in-flight count, and one streaming loop; a subclass supplies bodies, headers and a
+    `StreamReader` for its dialect."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        id: str | None,
+        api_key: SecretStr | str | None,
+        provider: str,
+        n_ctx: int,
+        timeouts: Timeouts | None,
+        headers: Mapping[str, str] | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ):
+        self.base_url = base_url
+        self.model = model
+        self.id = id or model
+        self.provider = provider
+        self.n_ctx = n_ctx
+        self.timeouts = timeouts or Timeouts()
+        self._key = as_secret(api_key)
+        self._extra_headers = dict(headers or {})
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._active = 0
+
+    def __repr__(self) -> str:
+        where = f"provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r}"
+        return f"{type(self).__name__}({where})"
+
+    def stats(self) -> RuntimeStats:
+        return RuntimeStats(slots_total=0, slots_busy=self._active, queue_depth=0, loaded=True)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_client(self.base_url, self.timeouts, self._transport)
+        return self._client
+
+    async def _stream(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], reader: StreamReader
+    ) -> AsyncIterator[Event]:
+        """POST `body` and yield the reader's Events. Nothing is yielded before the upstream
+        produced output, so an error raised before the first Event left the client untouched."""
+        self._active += 1
+        try:
+            ours = {"provider": self.provider, "key": self._key}
+            response = await open_stream(self._http(), url, body, headers, n_ctx=self.n_ctx, **ours)
+            try:
+                async for data in sse_data(response, **ours):
+                    # After the end, read on to the end of the body: a response closed early
+                    # takes its connection with it instead of returning it to the pool.
+                    if reader.done:
+                        continue
+                    if data.strip() == "[DONE]":  # OpenAI's end marker; Anthropic has none
+                        reader.done = True
+                        continue
+                    event = reader.feed(parse_json(data, provider=self.provider))
+                    if event is not None:
+                        yield event
+                yield reader.final()
+            finally:
+                await response.aclose()
+        finally:
+            self._active -= 1

@@ -42,8 +42,9 @@ def _timeout(request: httpx.Request, kind: str) -> float | None:
 class _Body(httpx.AsyncByteStream):
     """The response body; the connection goes back to the pool only once it is fully read."""
 
-    def __init__(self, transport: LeanTransport, key: Key, conn: _Conn, request: httpx.Request,
-                 headers: dict[str, str]):
+    def __init__(
+        self, transport: LeanTransport, key: Key, conn: _Conn, request: httpx.Request, headers: dict[str, str]
+    ):
         self._t = transport
         self._key = key
         self._conn = conn
@@ -129,8 +130,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if request.method == "HEAD" or status in (204, 304) or status < 200:
                 headers = {**headers, "content-length": "0"}
             body = _Body(self, key, conn, request, headers)
-            return httpx.Response(status, headers=raw, stream=body, request=request,
-                                  extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+            return httpx.Response(
+                status,
+                headers=raw,
+                stream=body,
+                request=request,
+                extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            )
         raise AssertionError("unreachable")
 
     async def _exchange(self, conn: _Conn, payload: bytes, request: httpx.Request):  # type: ignore[no-untyped-def]

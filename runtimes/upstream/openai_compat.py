@@ -23,13 +23,12 @@ from runtimes.base import (
     CompletionRequest,
     Event,
     FinishReason,
-    RuntimeStats,
     Sampling,
     ToolCallDelta,
     UpstreamError,
     Usage,
 )
-from runtimes.upstream.http import Timeouts, as_secret, new_client, open_stream, parse_json, sse_data
+from runtimes.upstream.http import SseUpstream, Timeouts
 
 _DEFAULTS = Sampling()
 _FINISH: dict[str, FinishReason] = {
@@ -44,7 +43,7 @@ _FINISH: dict[str, FinishReason] = {
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 
 
-class OpenAICompatUpstream:
+class OpenAICompatUpstream(SseUpstream):
     """A Runtime over `{base_url}/chat/completions` and `{base_url}/completions`.
 
     base_url: up to and including `/v1` (as the openai SDK takes it).
@@ -70,23 +69,19 @@ class OpenAICompatUpstream:
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.id = id or model
-        self.provider = provider
-        self.n_ctx = n_ctx
-        self.timeouts = timeouts or Timeouts()
+        super().__init__(
+            base_url.rstrip("/"),
+            model,
+            id=id,
+            api_key=api_key,
+            provider=provider,
+            n_ctx=n_ctx,
+            timeouts=timeouts,
+            headers=headers,
+            transport=transport,
+        )
         self.vendor_params = vendor_params
         self.max_tokens_param = max_tokens_param
-        self._key = as_secret(api_key)
-        self._extra_headers = dict(headers or {})
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._active = 0
-
-    def __repr__(self) -> str:
-        where = f"provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r}"
-        return f"OpenAICompatUpstream({where})"
 
     # -- Runtime ------------------------------------------------------------------------
     def chat(self, req: ChatRequest) -> AsyncIterator[Event]:
@@ -94,14 +89,6 @@ class OpenAICompatUpstream:
 
     def complete(self, req: CompletionRequest) -> AsyncIterator[Event]:
         return self._run("/completions", self.completion_body(req), chat=False)
-
-    def stats(self) -> RuntimeStats:
-        return RuntimeStats(slots_total=0, slots_busy=self._active, queue_depth=0, loaded=True)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     # -- request bodies -----------------------------------------------------------------
     def chat_body(self, req: ChatRequest) -> dict[str, Any]:
@@ -172,41 +159,9 @@ class OpenAICompatUpstream:
             headers["authorization"] = f"Bearer {self._key.get_secret_value()}"
         return headers
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = new_client(self.base_url, self.timeouts, self._transport)
-        return self._client
-
-    async def _run(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Event]:
-        self._active += 1
-        try:
-            response = await open_stream(
-                self._http(),
-                self.base_url + path,
-                body,
-                self._headers(),
-                provider=self.provider,
-                key=self._key,
-                n_ctx=self.n_ctx,
-            )
-            try:
-                state = ChunkReader(chat=chat, provider=self.provider)
-                async for data in sse_data(response, provider=self.provider, key=self._key):
-                    # After [DONE], read on to the end of the body: a response closed early
-                    # takes its connection with it instead of returning it to the pool.
-                    if state.done:
-                        continue
-                    if data.strip() == "[DONE]":
-                        state.done = True
-                        continue
-                    event = state.feed(parse_json(data, provider=self.provider))
-                    if event is not None:
-                        yield event
-                yield state.final()
-            finally:
-                await response.aclose()
-        finally:
-            self._active -= 1
+    def _run(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Event]:
+        reader = ChunkReader(chat=chat, provider=self.provider)
+        return self._stream(self.base_url + path, body, self._headers(), reader)
 
 
 @dataclass
