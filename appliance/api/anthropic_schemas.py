@@ -10,35 +10,29 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from appliance.api.schemas import OpenModel, StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-
-
-class Block(_Open):
+class Block(OpenModel):
     type: str
 
 
-class MessageParam(_Open):
+class MessageParam(OpenModel):
     # `system` in the list: Claude Code puts its environment notes there, after the first user turn.
     role: Literal["user", "assistant", "system"]
     content: str | list[Block]
 
 
-class ToolParam(_Open):
+class ToolParam(OpenModel):
     name: str
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None
 
 
-class ToolChoice(_Open):
+class ToolChoice(OpenModel):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
@@ -50,21 +44,21 @@ class ToolChoice(_Open):
         return self
 
 
-class Thinking(_Open):
+class Thinking(OpenModel):
     type: str  # enabled, adaptive, between_tools, ...: on; disabled: off
     budget_tokens: int | None = None
 
 
-class OutputFormat(_Open):
+class OutputFormat(OpenModel):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(_Open):
+class OutputConfig(OpenModel):
     format: OutputFormat | None = None  # structured output; `effort` and others are ignored
 
 
-class CountTokensBody(_Strict):
+class CountTokensBody(StrictModel):
     model: str
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[Block] | None = None

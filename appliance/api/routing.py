@@ -78,14 +78,19 @@ def resolve_local(models: ModelRegistry, name: str) -> Runtime:
     except ModelNotFound as exc:
         if models.loading:
             raise ApiError(
-                503, "The model is still loading; retry shortly.", type="server_error",
-                code="model_loading", headers={"Retry-After": "5"},
+                503,
+                "The model is still loading; retry shortly.",
+                type="server_error",
+                code="model_loading",
+                headers={"Retry-After": "5"},
             ) from None
         hint = f" (it is in the catalog as {exc.catalog_id} but not loaded)" if exc.catalog_id else ""
         loaded = ", ".join(rt.id for rt in models.runtimes()) or "none"
         raise ApiError(
-            404, f"The model '{name}' does not exist{hint}. Loaded: {loaded}.",
-            param="model", code="model_not_found",
+            404,
+            f"The model '{name}' does not exist{hint}. Loaded: {loaded}.",
+            param="model",
+            code="model_not_found",
         ) from None
 
 
@@ -122,8 +127,14 @@ class ChatDispatcher:
         return await self._run(request, req, decision, requested, started, wall)
 
     async def _fallback(
-        self, request: Request, req: ChatRequest, decision: Decision, requested: str,
-        started: float, wall: float, exc: CloudUnavailable,
+        self,
+        request: Request,
+        req: ChatRequest,
+        decision: Decision,
+        requested: str,
+        started: float,
+        wall: float,
+        exc: CloudUnavailable,
     ) -> Started:
         """The cloud failed before its first token: serve locally if it fits, else 502/503."""
         why = getattr(exc, "reason", None) or "unavailable"
@@ -133,15 +144,23 @@ class ChatDispatcher:
             reason = f"{decision.reason},cloud-failed:{why}"
             self._record_early(wall, started, "cloud", reason, requested, decision.model, "503")
             raise ApiError(
-                503, f"The cloud provider is unavailable and the request cannot run locally: {exc}",
-                type="server_error", code="cloud_unavailable", headers={"x-appliance-reason": reason},
+                503,
+                f"The cloud provider is unavailable and the request cannot run locally: {exc}",
+                type="server_error",
+                code="cloud_unavailable",
+                headers={"x-appliance-reason": reason},
             ) from None
         local = Decision("local", reason, runtime.id, runtime)
         return await self._run(request, req, local, requested, started, wall)
 
     async def _run(
-        self, request: Request, req: ChatRequest, decision: Decision, requested: str,
-        started: float, wall: float,
+        self,
+        request: Request,
+        req: ChatRequest,
+        decision: Decision,
+        requested: str,
+        started: float,
+        wall: float,
     ) -> Started:
         if decision.route == "cloud":
             assert self.routing.cloud is not None
@@ -152,8 +171,12 @@ class ChatDispatcher:
             model = runtime.id
             events = runtime.chat(dataclasses.replace(req, model=model))
         gen = Generation(
-            events, model=model, request_id=req.request_id, route=decision.route,
-            metrics=self.metrics, started=started,
+            events,
+            model=model,
+            request_id=req.request_id,
+            route=decision.route,
+            metrics=self.metrics,
+            started=started,
         )
         gen.on_close = self.recorder(decision, requested, events, wall)
         await start(request, gen)
@@ -196,9 +219,16 @@ class ChatDispatcher:
             provider = served.provider if served else decision.route
             cost = served.cost(u) if served is not None and gen.usage is not None else None
             usage.record(
-                started=wall, route=decision.route, reason=decision.reason, requested_model=requested,
-                served_model=gen.model, provider=provider, prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens, latency_ms=elapsed * 1000, status=gen.outcome,
+                started=wall,
+                route=decision.route,
+                reason=decision.reason,
+                requested_model=requested,
+                served_model=gen.model,
+                provider=provider,
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+                latency_ms=elapsed * 1000,
+                status=gen.outcome,
                 cost_usd=cost,
             )
 
@@ -209,6 +239,12 @@ class ChatDispatcher:
     ) -> None:
         if self.routing.usage is not None:
             self.routing.usage.record(
-                started=wall, route=route, reason=reason, requested_model=requested, served_model=served,
-                provider="", latency_ms=(time.perf_counter() - started) * 1000, status=status,
+                started=wall,
+                route=route,
+                reason=reason,
+                requested_model=requested,
+                served_model=served,
+                provider="",
+                latency_ms=(time.perf_counter() - started) * 1000,
+                status=status,
             )

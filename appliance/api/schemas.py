@@ -15,34 +15,34 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class _Open(BaseModel):
+class OpenModel(BaseModel):
     """Nested objects whose extra keys we pass through untouched."""
 
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-class ContentPart(_Open):
+class ContentPart(OpenModel):
     type: str
     text: str | None = None
 
 
-class FunctionCall(_Open):
+class FunctionCall(OpenModel):
     name: str
     # OpenAI sends a JSON string; a few clients send the object itself.
     arguments: str | dict[str, Any] = ""
 
 
-class ToolCall(_Open):
+class ToolCall(OpenModel):
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class Message(_Open):
+class Message(OpenModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -51,45 +51,45 @@ class Message(_Open):
     reasoning_content: str | None = None
 
 
-class FunctionDef(_Open):
+class FunctionDef(OpenModel):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(_Open):
+class Tool(OpenModel):
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(_Open):
+class NamedFunction(OpenModel):
     name: str
 
 
-class ToolChoiceFunction(_Open):
+class ToolChoiceFunction(OpenModel):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JsonSchemaFormat(_Open):
+class JsonSchemaFormat(OpenModel):
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Open):
+class ResponseFormat(OpenModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
     # llama.cpp's extension: {"type": "json_object", "schema": {...}}
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     include_usage: bool | None = None
 
 
-class SamplingFields(_Strict):
+class SamplingFields(StrictModel):
     """Options shared by chat and text completions."""
 
     model: str
