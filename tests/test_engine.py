@@ -438,3 +438,43 @@ def test_bad_sampling_options_are_refused_before_the_first_step(smol):
         with pytest.raises(InvalidRequest):
             run(smol, prompt, bad)
     assert smol.stats().slots_busy == 0
+
+
+def test_a_long_prefill_parks_idle_caches_and_they_come_back(smollm_path, tmp_path):
+    """Idle slots' caches slow every decode of the unified KV cache, so a long prompt first
+    parks them in the prefix store; the parked conversation's next turn is restored from
+    there (not recomputed) and answers exactly as a fresh computation would."""
+    eng = make(
+        smollm_path,
+        n_ctx=2048,
+        n_slots=2,
+        prefix_store_dir=tmp_path,
+        prefix_store_min_tokens=32,
+        park_min_prefill=64,
+    )
+    try:
+        first = eng.tokenize(chat("What does a compiler do?"))
+        text, steps = run(eng, first)
+        answered = first + [t for s in steps for t in s.token_ids]
+        wait_idle(eng)
+        assert eng.stats().kv_cells_used == len(answered) - 1  # the last token is never decoded
+
+        other = eng.tokenize("Unrelated notes. " + "The quick brown fox jumps over the lazy dog. " * 12)
+        assert len(other) >= 64
+        _, other_steps = run(eng, other)
+        wait_idle(eng)
+        # Only the long prompt's own sequence is left in the KV cache.
+        assert eng.stats().kv_cells_used == len(other) + other_steps[-1].usage.completion_tokens - 1
+
+        follow = eng.tokenize(
+            chat("What does a compiler do?")
+            + text
+            + "<|im_end|>\n<|im_start|>user\nAnd a linker?<|im_end|>\n<|im_start|>assistant\n"
+        )
+        _, steps = run(eng, follow)
+        assert eng.stats().prefix_store_hits == 1
+        assert steps[-1].usage.cached_tokens >= len(first)
+        ids = [t for s in steps for t in s.token_ids]
+        assert ids == reference_greedy(smollm_path, follow, len(ids))
+    finally:
+        eng.close()

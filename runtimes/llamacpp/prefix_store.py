@@ -94,20 +94,23 @@ class PrefixStore:
         self._writer.start()
 
     # -- saving -----------------------------------------------------------------------------
-    def offer(self, ctx: SeqState, seq: int, tokens: list[int]) -> None:
-        """A slot is about to lose these cached tokens: keep them if they are worth it."""
-        self._maybe_save(ctx, seq, tokens)
+    def offer(self, ctx: SeqState, seq: int, tokens: list[int], *, exact: bool = False) -> None:
+        """A slot is about to lose these cached tokens: keep them if they are worth it.
+
+        exact: also when a stored entry covers all but a few of them (a parked conversation
+        comes back with its last answer, which would otherwise be recomputed)."""
+        self._maybe_save(ctx, seq, tokens, min_new=1 if exact else self.min_tokens)
 
     def prompt_done(self, ctx: SeqState, seq: int, tokens: list[int]) -> None:
         """A prompt has just been computed: a stable point to save a long prefix."""
-        self._maybe_save(ctx, seq, tokens)
+        self._maybe_save(ctx, seq, tokens, min_new=self.min_tokens)
 
-    def _maybe_save(self, ctx: SeqState, seq: int, tokens: list[int]) -> None:
+    def _maybe_save(self, ctx: SeqState, seq: int, tokens: list[int], min_new: int) -> None:
         n = len(tokens)
         if n < self.min_tokens:
             return
         _, covered = self._best(tokens)
-        if n - covered < self.min_tokens:
+        if n - covered < min_new:
             return  # a stored entry already holds (nearly) all of it
         if ctx.seq_state_size(seq) > self.ram_limit:
             return  # would not fit in RAM anyway: do not pay for the copy

@@ -96,8 +96,11 @@ class Scheduler:
         n_slots: int,
         max_queue: int,
         store: PrefixStore | None = None,
+        *,
+        park_min_prefill: int = 1024,
     ):
         self.model = model
+        self.park_min_prefill = park_min_prefill
         self.ctx = ctx
         self.n_ctx = ctx.n_ctx
         self.slots = SlotTable(ctx, n_slots, n_swa=0 if model.n_swa <= 0 else model.n_swa)
@@ -248,6 +251,8 @@ class Scheduler:
         req.cached = keep
         self.counters.prompt_tokens_cached += keep
         self.counters.requests_total += 1
+        if len(req.prompt) - keep >= self.park_min_prefill:
+            self._park_idle(protect=slot)
         self._make_room(len(req.prompt) - keep)
         req.text = TextAssembler(req.sampling.stop)
         self._active.append(req)
@@ -274,6 +279,22 @@ class Scheduler:
         self.slots.restored(slot, entry.tokens)
         self.slots.truncate(slot, n)
         self.store.hit(n)
+
+    def _park_idle(self, protect: Slot) -> None:
+        """Move idle slots' caches into the prefix store before a long prefill.
+
+        In the unified KV cache every decode attends over all cells up to the highest used
+        one, whoever owns them: another slot's idle 8k-token cache made a cold 6k-token
+        prefill 8% slower here (BENCHMARKS.md). Parked caches come back from RAM with one
+        copy when their conversation returns (`_restore_from_store`), which costs far less.
+        Without a store nothing is parked: dropping a cache could mean recomputing it.
+        """
+        if self.store is None:
+            return
+        for slot in self.slots.lru_idle_with_cache():
+            if slot is not protect and self.slots.ledger.exclusive(slot.cells) > 0:
+                self.store.offer(self.ctx, slot.seq, slot.tokens, exact=True)
+                self.slots.evict(slot)
 
     def _make_room(self, need: int, protect: Slot | None = None) -> None:
         """Evict idle slots' caches (least recently used first) until `need` cells are free."""
