@@ -16,6 +16,7 @@
 #   APPLIANCE_ARGS / LLAMA_ARGS (extra flags for `appliance serve` / llama-server),
 #   SKIP_APPLIANCE=1 (the two llama.cpp servers only), TRACES (default: ../shared/traces/*),
 #   PHASES (default "traces lcp streams tg": a subset reruns only those parts),
+#   TRACE_WORKLOADS (default "trace,session,restart": the traces phase's workloads),
 #   STREAM_PROMPTS (prompt sizes of the decode workload, default 128,1024,4096).
 set -euo pipefail
 
@@ -150,7 +151,7 @@ if phase traces; then
   start_appliance 2 16384
   start_llama_server 2 16384
   LLAMA_PID=$!
-  bench "$OUT/traces" "$REPEAT" "$T_LLAMA $T_APPL" --workload trace,session,restart "${trace_args[@]}" \
+  bench "$OUT/traces" "$REPEAT" "$T_LLAMA $T_APPL" --workload "${TRACE_WORKLOADS:-trace,session,restart}" "${trace_args[@]}" \
     --trace-max-tokens 32
   kill "$LLAMA_PID" 2>/dev/null || true; wait "$LLAMA_PID" 2>/dev/null || true
 fi
