@@ -7,6 +7,9 @@ request goes to the provider directly and through the appliance, interleaved (AB
 so drift hits both alike; we report medians and the median of the paired differences.
 
     .venv/bin/python scripts/bench_proxy_overhead.py [--n 500] [--no-stream] [--json]
+
+`--words 1000` makes every answer a 1000-chunk stream instead: the added time divided by the
+chunk count is what forwarding costs per streamed token (the vLLM runtime forwards the same way).
 """
 
 from __future__ import annotations
@@ -44,14 +47,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_provider(port: int) -> None:
+def serve_provider(port: int, words: int) -> None:
     import uvicorn
 
     sys.path.insert(0, str(REPO / "tests"))
     from fakes.openai_provider import FakeOpenAI
     from fakes.provider_base import Reply
 
-    fake = FakeOpenAI(api_key=KEY, reply=Reply(text="Hello there, how are you?"))
+    text = " ".join(f"w{i}" for i in range(words)) if words else "Hello there, how are you?"
+    fake = FakeOpenAI(api_key=KEY, reply=Reply(text=text))
     uvicorn.run(fake.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -95,12 +99,14 @@ def one(client: httpx.Client, url: str, headers: dict[str, str], body: dict = BO
     return (time.perf_counter() - t0) * 1000
 
 
-def measure(n: int, warmup: int, stream: bool = True) -> dict:
+def measure(n: int, warmup: int, stream: bool = True, words: int = 0) -> dict:
     pport, aport = free_port(), free_port()
     me = [sys.executable, __file__]
     env = {**os.environ, "APPLIANCE_HOME": tempfile.mkdtemp(prefix="bench-proxy-")}
     procs = [
-        subprocess.Popen([*me, "--role", "provider", "--port", str(pport)], env=env, cwd=REPO),
+        subprocess.Popen(
+            [*me, "--role", "provider", "--port", str(pport), "--words", str(words)], env=env, cwd=REPO
+        ),
         subprocess.Popen([*me, "--role", "appliance", "--port", str(aport), "--provider-port", str(pport)],
                          env=env, cwd=REPO),
     ]
@@ -111,6 +117,8 @@ def measure(n: int, warmup: int, stream: bool = True) -> dict:
         proxied = (f"http://127.0.0.1:{aport}/v1/chat/completions", {"authorization": "Bearer client"})
         a, b = [], []
         body = BODY if stream else {k: v for k, v in BODY.items() if k not in ("stream", "stream_options")}
+        if words:
+            body = {**body, "max_tokens": 2 * words}
         with httpx.Client(timeout=30) as client:
             for i in range(warmup + n):
                 da = one(client, *direct, body)
@@ -126,6 +134,7 @@ def measure(n: int, warmup: int, stream: bool = True) -> dict:
     return {
         "n": n,
         "stream": stream,
+        "words": words,
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "direct_p50_ms": statistics.median(a),
         "proxied_p50_ms": statistics.median(b),
@@ -144,23 +153,29 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streams")
+    ap.add_argument("--words", type=int, default=0, help="answers of this many chunks (per-token cost)")
     args = ap.parse_args()
     if args.role == "provider":
-        serve_provider(args.port)
+        serve_provider(args.port, args.words)
         return 0
     if args.role == "appliance":
         serve_appliance(args.port, args.provider_port)
         return 0
-    res = measure(args.n, args.warmup, stream=not args.no_stream)
+    res = measure(args.n, args.warmup, stream=not args.no_stream, words=args.words)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         kind = "streamed chat, 7 content chunks" if res["stream"] else "whole chat answers"
+        if res["words"]:
+            kind = f"streamed chat, {res['words']} content chunks"
         print(f"requests: {res['n']} each way, interleaved ({kind})")
         print(f"direct to provider   p50 {res['direct_p50_ms']:.2f} ms")
         print(f"through appliance    p50 {res['proxied_p50_ms']:.2f} ms")
         print(f"added latency        p50 {res['paired_diff_p50_ms']:.2f} ms (paired), "
               f"p90 {res['paired_diff_p90_ms']:.2f} ms")
+        if res["words"]:
+            per = res["paired_diff_p50_ms"] * 1000 / res["words"]
+            print(f"added per streamed chunk: {per:.1f} us")
         print(f"load average (1 min) after the run: {res['load_avg_1m_after']}")
     return 0
 
