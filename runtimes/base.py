@@ -32,6 +32,9 @@ class Sampling:
     logit_bias: dict[int, float] = field(default_factory=dict)
     # Structured output: a JSON schema (dict) or {} for any JSON object; None: free text.
     json_schema: dict[str, Any] | None = None
+    # Never sample an end-of-generation token: every answer runs to max_tokens, as benchmarks
+    # need to compare servers on equal work (llama-server's and vLLM's `ignore_eos`).
+    ignore_eos: bool = False
 
 
 @dataclass

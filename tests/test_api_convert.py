@@ -40,6 +40,7 @@ def test_sampling_fields_are_mapped() -> None:
             "seed": 42,
             "stop": "END",
             "logit_bias": {"15": -100, "7": 2.5},
+            "ignore_eos": True,
         }
     )
     s = req.sampling
@@ -48,7 +49,7 @@ def test_sampling_fields_are_mapped() -> None:
     assert (s.repeat_penalty, s.frequency_penalty, s.presence_penalty, s.seed) == (1.1, 0.2, -0.3, 42)
     assert s.stop == ["END"]
     assert s.logit_bias == {15: -100.0, 7: 2.5}
-    assert s.json_schema is None
+    assert s.json_schema is None and s.ignore_eos
 
 
 def test_unset_fields_keep_runtime_defaults() -> None:

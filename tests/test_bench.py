@@ -75,6 +75,7 @@ def test_prepare_overrides_only_model_and_max_tokens():
     assert out["messages"][0]["content"] == "[tag]\nsys"
     assert body["messages"][0]["content"] == "sys"  # the loaded trace is not modified
     assert prepare(body, "qwen", None, None)["max_tokens"] == 32000
+    assert prepare(body, "qwen", 32, None, {"temperature": 0.0})["temperature"] == 0.0
 
 
 # ---- measured figures ----------------------------------------------------------------------
@@ -164,6 +165,8 @@ def test_trace_replay_reads_cached_tokens(tmp_path: Path, fake):
     sent = fake.bodies[n_before + 3 :]  # after the warm-up's three requests
     assert [b["model"] for b in sent] == ["fake-model"] * 3
     assert [b["max_tokens"] for b in sent] == [5] * 3
+    # Equal work on every server: greedy, and answers run to max_tokens where ignore_eos is taken.
+    assert all(b["temperature"] == 0.0 and b["ignore_eos"] is True for b in sent)
     assert all(
         b["tool_choice"] == "auto" and b["messages"] == o["messages"]
         for b, o in zip(sent, bodies, strict=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.base import ContextLengthExceeded, Overloaded, Sampling
+from runtimes.base import ContextLengthExceeded, InvalidRequest, Overloaded, Sampling
 from runtimes.llamacpp.engine import Engine, EngineConfig, Step
 
 pytestmark = pytest.mark.slow
@@ -478,3 +478,19 @@ def test_a_long_prefill_parks_idle_caches_and_they_come_back(smollm_path, tmp_pa
         assert ids == reference_greedy(smollm_path, follow, len(ids))
     finally:
         eng.close()
+
+
+def test_ignore_eos_runs_every_answer_to_max_tokens(smol):
+    """Benchmarks compare servers on equal work: with ignore_eos an answer that would end
+    after a few tokens keeps going to max_tokens, and ends with "length"."""
+    prompt = smol.tokenize(chat("What is the capital of France?"))
+    _, free = run(smol, prompt, Sampling(temperature=0.0, max_tokens=60))
+    assert free[-1].finish_reason == "stop" and free[-1].usage.completion_tokens < 60
+    _, forced = run(smol, prompt, Sampling(temperature=0.0, max_tokens=60, ignore_eos=True))
+    assert forced[-1].finish_reason == "length" and forced[-1].usage.completion_tokens == 60
+    assert not any(smol.is_eog(t) for s in forced for t in s.token_ids)
+
+
+def test_ignore_eos_with_structured_output_is_refused(smol):
+    with pytest.raises(InvalidRequest, match="ignore_eos"):
+        run(smol, smol.tokenize(chat("Give JSON.")), Sampling(ignore_eos=True, json_schema={}))

@@ -123,7 +123,9 @@ def test_tool_call_round_trip(provider: FakeOpenAI) -> None:
 
 def test_sampling_is_translated_and_engine_defaults_are_not_sent(provider: FakeOpenAI) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
-    s = Sampling(max_tokens=20, temperature=0.2, seed=7, stop=["END"], json_schema=schema, top_k=5)
+    s = Sampling(
+        max_tokens=20, temperature=0.2, seed=7, stop=["END"], json_schema=schema, top_k=5, ignore_eos=True
+    )
     collect(upstream(provider), chat(sampling=s))
     body = provider.requests[0].body
     assert body["max_tokens"] == 20 and body["temperature"] == 0.2 and body["seed"] == 7
@@ -132,11 +134,12 @@ def test_sampling_is_translated_and_engine_defaults_are_not_sent(provider: FakeO
         "type": "json_schema",
         "json_schema": {"name": "response", "schema": schema},
     }
-    for absent in ("top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty"):
+    for absent in ("top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "ignore_eos"):
         assert absent not in body  # cloud APIs reject llama.cpp extras; defaults stay the provider's
     collect(upstream(provider, vendor_params=True), chat(sampling=s, enable_thinking=False))
     body = provider.requests[1].body
     assert body["top_k"] == 5 and body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert body["ignore_eos"] is True  # vLLM and llama-server take it
 
 
 def test_completions_stream(provider: FakeOpenAI) -> None:

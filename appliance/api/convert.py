@@ -37,6 +37,7 @@ def sampling_from(body: SamplingFields, max_tokens: int | None) -> Sampling:
         ("seed", "seed"),
         ("repeat_penalty", "repeat_penalty"),
         ("repetition_penalty", "repeat_penalty"),
+        ("ignore_eos", "ignore_eos"),
     ):
         value = getattr(body, src)
         if value is not None:

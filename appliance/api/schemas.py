@@ -109,6 +109,7 @@ class SamplingFields(StrictModel):
     logit_bias: dict[str, float] | None = None
     n: int | None = None
     response_format: ResponseFormat | None = None
+    ignore_eos: bool | None = None  # llama-server's and vLLM's extension
 
     @property
     def include_usage(self) -> bool:

@@ -72,9 +72,13 @@ def _tag_first_message(messages: list[dict[str, Any]], tag: str) -> None:
 
 
 def prepare(
-    body: dict[str, Any], model: str, max_tokens: int | None, session_tag: str | None
+    body: dict[str, Any],
+    model: str,
+    max_tokens: int | None,
+    session_tag: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The body to send: model (and max_tokens) overridden, the rest untouched.
+    """The body to send: model (and max_tokens, and `extra` fields) overridden, the rest untouched.
 
     `session_tag`, when given, is prepended to the first message so that each
     repetition is a new, cold session to every server's prompt cache (otherwise the
@@ -87,4 +91,5 @@ def prepare(
         out[key] = max_tokens
     if session_tag:
         _tag_first_message(out.get("messages") or [], session_tag)
+    out.update(extra or {})
     return out

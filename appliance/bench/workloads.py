@@ -68,11 +68,19 @@ def chat_body(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    return {**body, **equal_work(state, settings)}
+
+
+def equal_work(state: TargetState, settings: Settings) -> dict[str, Any]:
+    """What makes every server do the same work for a request: the same sampling
+    temperature (greedy by default) and, where the server takes it, ignore_eos (answers run
+    to max_tokens instead of ending wherever each server's sampling happened to stop)."""
+    out: dict[str, Any] = {}
     if settings.temperature is not None:
-        body["temperature"] = settings.temperature
+        out["temperature"] = settings.temperature
     if state.ignore_eos:
-        body["ignore_eos"] = True  # llama-server, vLLM: keep generating to max_tokens
-    return body
+        out["ignore_eos"] = True
+    return out
 
 
 CONTEXT_WORDS = ("context", "too long", "exceed", "maximum")
@@ -181,7 +189,10 @@ async def _trace(
     errors: list[str] = []
     t0 = time.perf_counter()
     for i, step in enumerate(trace.steps):
-        bodies = [trace_mod.prepare(b, state.model or "", settings.trace_max_tokens, tag) for _, b in step]
+        extra = equal_work(state, settings) if settings.trace_max_tokens is not None else {}
+        bodies = [
+            trace_mod.prepare(b, state.model or "", settings.trace_max_tokens, tag, extra) for _, b in step
+        ]
         results = await asyncio.gather(*(chat(client, state.target, b, settings.timeout_s) for b in bodies))
         for (label, _), res in zip(step, results, strict=True):
             steps_raw.append({"step": i, "label": label, **res.metrics(), "request": res.raw()})

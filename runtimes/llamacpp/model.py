@@ -9,6 +9,7 @@ called from anywhere.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -175,6 +176,11 @@ class Model:
 
     def is_eog(self, token: int) -> bool:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
+
+    @functools.cached_property
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token (EOS, EOT, <|im_end|>, ...), found once."""
+        return [t for t in range(self.n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)]
 
     def token_text(self, token: int) -> str:
         """The vocabulary's text for a token (e.g. '<|im_end|>'), '' when there is none."""

@@ -53,6 +53,8 @@ def check_sampling(s: Sampling) -> None:
     for name in ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty"):
         if not math.isfinite(getattr(s, name)):
             raise InvalidRequest(f"{name} must be a finite number")
+    if s.ignore_eos and s.json_schema is not None:
+        raise InvalidRequest("ignore_eos cannot be combined with structured output (the JSON must end)")
 
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
@@ -78,6 +80,8 @@ class SamplerChain:
         self.grammar = None
         self.ptr = None
         bias = [(int(t), float(b)) for t, b in s.logit_bias.items() if 0 <= int(t) < n_vocab]
+        if s.ignore_eos:
+            bias += [(t, -math.inf) for t in model.eog_tokens]
         self._bias_ids = np.array([t for t, _ in bias], dtype=np.int64)
         self._bias_vals = np.array([b for _, b in bias], dtype=np.float32)
         self._penalties = (s.repeat_penalty, s.frequency_penalty, s.presence_penalty)

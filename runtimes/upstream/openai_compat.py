@@ -50,7 +50,8 @@ class OpenAICompatUpstream(SseUpstream):
     model: the model name sent upstream; id: the name we serve it under (default: model).
     api_key: sent as `Authorization: Bearer`; kept as a SecretStr, never shown.
     vendor_params: also send llama.cpp/vLLM extras (top_k, min_p, repetition_penalty,
-      logit_bias, chat_template_kwargs, reasoning_content in history); cloud APIs reject them.
+      logit_bias, ignore_eos, chat_template_kwargs, reasoning_content in history); cloud APIs
+      reject them.
     max_tokens_param: `max_tokens`, or `max_completion_tokens` for OpenAI's reasoning models.
     """
 
@@ -150,6 +151,8 @@ class OpenAICompatUpstream(SseUpstream):
                 out["repetition_penalty"] = s.repeat_penalty
             if s.logit_bias:
                 out["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+            if s.ignore_eos:
+                out["ignore_eos"] = True
         return out
 
     # -- the stream ---------------------------------------------------------------------
