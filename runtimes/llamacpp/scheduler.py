@@ -33,6 +33,8 @@ log = logging.getLogger("appliance.llamacpp")
 WAITING, PREFILL, GENERATING, DONE = range(4)
 # A stored prefix is restored only when it saves at least this many more tokens.
 RESTORE_MIN_GAIN = 32
+# Before a long prefill, a kept prefix shorter than this is recomputed instead (see _start).
+RECOMPUTE_BELOW = 256
 
 
 @dataclass
@@ -248,11 +250,16 @@ class Scheduler:
             self._restore_from_store(req, slot)
         # The last prompt token is always evaluated again: its logits start the answer.
         keep = self.slots.truncate(slot, min(len(slot.tokens), len(req.prompt) - 1))
+        if len(req.prompt) - keep >= self.park_min_prefill and self.store is not None:
+            self._park_idle(protect=slot)
+            if keep < RECOMPUTE_BELOW:
+                # A few kept tokens may sit in high cells (placed after another cache that is
+                # parked now), and attention spans up to the highest used cell: starting the
+                # long prompt at cell 0 costs these tokens once and saves on every chunk.
+                keep = self.slots.truncate(slot, 0)
         req.cached = keep
         self.counters.prompt_tokens_cached += keep
         self.counters.requests_total += 1
-        if len(req.prompt) - keep >= self.park_min_prefill:
-            self._park_idle(protect=slot)
         self._make_room(len(req.prompt) - keep)
         req.text = TextAssembler(req.sampling.stop)
         self._active.append(req)
@@ -289,8 +296,7 @@ class Scheduler:
         copy when their conversation returns (`_restore_from_store`), which costs far less.
         Without a store nothing is parked: dropping a cache could mean recomputing it.
         """
-        if self.store is None:
-            return
+        assert self.store is not None
         for slot in self.slots.lru_idle_with_cache():
             if slot is not protect and self.slots.ledger.exclusive(slot.cells) > 0:
                 self.store.offer(self.ctx, slot.seq, slot.tokens, exact=True)
