@@ -40,13 +40,12 @@ done
 VPORT=$(grep -o 'ready on port [0-9]*' "$LOG" | tail -1 | awk '{print $4}')
 
 OUT=bench-results/vllm-overhead
-# --no-ignore-eos: our API does not pass vLLM's ignore_eos on, so neither side gets it; at
-# temperature 0 both then generate the same tokens for the same request.
+# ignore_eos (passed through to vLLM) and temperature 0: both sides generate max_tokens.
 $BIN/appliance bench \
   --target "vllm=http://127.0.0.1:$VPORT,model=$MODEL" \
   --target "appliance=http://127.0.0.1:$PORT,model=$MODEL" \
   --workload decode,concurrency --prompt-sizes 128,1024 --max-tokens 128 --concurrency 1,4 \
-  --repeat "$REPEAT" --no-ignore-eos --temperature 0 --out "$OUT" --no-chart --quiet
+  --repeat "$REPEAT" --temperature 0 --out "$OUT" --no-chart --quiet
 RUN=$(ls -t "$OUT"/*.json | head -1)
 $BIN/appliance bench compare "$RUN" --baseline vllm --markdown
 echo "results: $RUN" >&2
