@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fastapi import Request
@@ -47,6 +47,18 @@ class Routing:
     router: Router
     cloud: CloudClient | None = None
     usage: UsageLog | None = None
+
+
+@dataclass
+class _Call:
+    """One chat request on its way through the dispatcher: what every step needs to start
+    it or to record it."""
+
+    request: Request
+    req: ChatRequest
+    requested: str  # the model name the client asked for
+    started: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -104,8 +116,7 @@ class ChatDispatcher:
 
     async def start_chat(self, request: Request, req: ChatRequest, requested: str) -> Started:
         """Decide, start, wait for the first event; raises ApiError (recorded) or ClientGone."""
-        started = time.perf_counter()
-        wall = time.time()
+        call = _Call(request, req, requested)
         rr = RouteRequest(
             model=requested,
             chat=req,
@@ -116,33 +127,24 @@ class ChatDispatcher:
         try:
             decision = self.routing.router.decide(rr)
         except Refusal as r:
-            self._record_early(wall, started, "refused", r.reason, requested, "", str(r.status))
+            self._record_early(call, "refused", r.reason, "", str(r.status))
             headers = {"x-appliance-reason": r.reason}
             raise ApiError(r.status, r.message, code=r.code, headers=headers) from None
         if decision.route == "cloud" and self.routing.cloud is not None:
             try:
-                return await self._run(request, req, decision, requested, started, wall)
+                return await self._run(call, decision)
             except CloudUnavailable as exc:
-                return await self._fallback(request, req, decision, requested, started, wall, exc)
-        return await self._run(request, req, decision, requested, started, wall)
+                return await self._fallback(call, decision, exc)
+        return await self._run(call, decision)
 
-    async def _fallback(
-        self,
-        request: Request,
-        req: ChatRequest,
-        decision: Decision,
-        requested: str,
-        started: float,
-        wall: float,
-        exc: CloudUnavailable,
-    ) -> Started:
+    async def _fallback(self, call: _Call, decision: Decision, exc: CloudUnavailable) -> Started:
         """The cloud failed before its first token: serve locally if it fits, else 502/503."""
         why = getattr(exc, "reason", None) or "unavailable"
         reason = f"cloud-failed:{why},fallback"
-        runtime = self._local_or_none(requested)
-        if runtime is None or not fits_context(runtime, req):
+        runtime = self._local_or_none(call.requested)
+        if runtime is None or not fits_context(runtime, call.req):
             reason = f"{decision.reason},cloud-failed:{why}"
-            self._record_early(wall, started, "cloud", reason, requested, decision.model, "503")
+            self._record_early(call, "cloud", reason, decision.model, "503")
             raise ApiError(
                 503,
                 f"The cloud provider is unavailable and the request cannot run locally: {exc}",
@@ -150,36 +152,27 @@ class ChatDispatcher:
                 code="cloud_unavailable",
                 headers={"x-appliance-reason": reason},
             ) from None
-        local = Decision("local", reason, runtime.id, runtime)
-        return await self._run(request, req, local, requested, started, wall)
+        return await self._run(call, Decision("local", reason, runtime.id, runtime))
 
-    async def _run(
-        self,
-        request: Request,
-        req: ChatRequest,
-        decision: Decision,
-        requested: str,
-        started: float,
-        wall: float,
-    ) -> Started:
+    async def _run(self, call: _Call, decision: Decision) -> Started:
         if decision.route == "cloud":
             assert self.routing.cloud is not None
             model = decision.model
-            events = self.routing.cloud.chat(dataclasses.replace(req, model=model))
+            events = self.routing.cloud.chat(dataclasses.replace(call.req, model=model))
         else:
-            runtime = decision.runtime or self._resolve_recorded(requested, decision, started, wall)
+            runtime = decision.runtime or self._resolve_recorded(call, decision)
             model = runtime.id
-            events = runtime.chat(dataclasses.replace(req, model=model))
+            events = runtime.chat(dataclasses.replace(call.req, model=model))
         gen = Generation(
             events,
             model=model,
-            request_id=req.request_id,
+            request_id=call.req.request_id,
             route=decision.route,
             metrics=self.metrics,
-            started=started,
+            started=call.started,
         )
-        gen.on_close = self.recorder(decision, requested, events, wall)
-        await start(request, gen)
+        gen.on_close = self.recorder(decision, call.requested, events, call.wall)
+        await start(call.request, gen)
         return Started(gen, model, route_headers(decision.route, decision.reason, model))
 
     def _local_or_none(self, requested: str) -> Runtime | None:
@@ -190,11 +183,11 @@ class ChatDispatcher:
                 continue
         return None
 
-    def _resolve_recorded(self, name: str, decision: Decision, started: float, wall: float) -> Runtime:
+    def _resolve_recorded(self, call: _Call, decision: Decision) -> Runtime:
         try:
-            return resolve_local(self.models, name)
+            return resolve_local(self.models, call.requested)
         except ApiError as e:
-            self._record_early(wall, started, "local", decision.reason, name, "", str(e.status))
+            self._record_early(call, "local", decision.reason, "", str(e.status))
             raise
 
     def recorder(
@@ -234,17 +227,16 @@ class ChatDispatcher:
 
         return record
 
-    def _record_early(
-        self, wall: float, started: float, route: str, reason: str, requested: str, served: str, status: str
-    ) -> None:
+    def _record_early(self, call: _Call, route: str, reason: str, served: str, status: str) -> None:
+        """The usage row of a request that ended before any generation started."""
         if self.routing.usage is not None:
             self.routing.usage.record(
-                started=wall,
+                started=call.wall,
                 route=route,
                 reason=reason,
-                requested_model=requested,
+                requested_model=call.requested,
                 served_model=served,
                 provider="",
-                latency_ms=(time.perf_counter() - started) * 1000,
+                latency_ms=(time.perf_counter() - call.started) * 1000,
                 status=status,
             )
