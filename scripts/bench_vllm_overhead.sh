@@ -9,6 +9,10 @@
 # TTFT at most 5 ms more.
 #
 # Usage: scripts/bench_vllm_overhead.sh [REPEAT]      (results under bench-results/vllm-overhead/)
+#
+# PIN=1 (needs 2+ cores): vLLM on core 0, the appliance and the bench client on core 1. vLLM's CPU
+# build keeps every core it has busy, so without pinning each wake-up of our process waits for CPU
+# and the TTFT difference measures that contention, not our forwarding; a GPU host has no such issue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +30,14 @@ LOG="$HOME_DIR/logs/vllm-$MODEL.log"
 # Air-gapped, and requests the router would rate "frontier" are served locally instead of
 # refused: every request must reach vLLM for a like-for-like comparison.
 printf 'router:\n  air_gapped: true\n  air_gapped_refuse_tier: false\n' >"$HOME_DIR/config.yaml"
-APPLIANCE_HOME="$HOME_DIR" $BIN/appliance serve --runtime vllm --model "$MODEL" --model-dir "$HF" \
+VLLM_PIN= OURS_PIN=
+if [ -n "${PIN:-}" ]; then
+  VLLM_PIN="taskset -c 0" OURS_PIN="taskset -c 1"
+  export VLLM_CPU_OMP_THREADS_BIND=0
+fi
+APPLIANCE_HOME="$HOME_DIR" $OURS_PIN $BIN/appliance serve --runtime vllm --model "$MODEL" --model-dir "$HF" \
   --ctx 2048 --slots 4 --small-model none --port "$PORT" --no-prefix-store \
-  --vllm-command "$VLLM_PY -m vllm.entrypoints.openai.api_server" >"$HOME_DIR/serve.log" 2>&1 &
+  --vllm-command "$VLLM_PIN $VLLM_PY -m vllm.entrypoints.openai.api_server" >"$HOME_DIR/serve.log" 2>&1 &
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$HOME_DIR"' EXIT
 
@@ -41,7 +50,7 @@ VPORT=$(grep -o 'ready on port [0-9]*' "$LOG" | tail -1 | awk '{print $4}')
 
 OUT=bench-results/vllm-overhead
 # ignore_eos (passed through to vLLM) and temperature 0: both sides generate max_tokens.
-$BIN/appliance bench \
+$OURS_PIN $BIN/appliance bench \
   --target "vllm=http://127.0.0.1:$VPORT,model=$MODEL" \
   --target "appliance=http://127.0.0.1:$PORT,model=$MODEL" \
   --workload decode,concurrency --prompt-sizes 128,1024 --max-tokens 128 --concurrency 1,4 \

@@ -23,6 +23,7 @@ from runtimes.base import (
     UpstreamError,
 )
 from runtimes.upstream.http import Timeouts
+from runtimes.upstream.lean_transport import LeanTransport
 from runtimes.upstream.openai_compat import OpenAICompatUpstream
 from runtimes.vllm.supervisor import State, Supervisor
 
@@ -64,8 +65,16 @@ class VllmRuntime:
         self._retired: list[OpenAICompatUpstream] = []
 
     def _default_upstream(self, base_url: str, model: str, n_ctx: int) -> OpenAICompatUpstream:
+        # The lean transport: the child is on loopback (never proxied), and httpx's default
+        # transport costs ~1.5 ms of CPU per request (BENCHMARKS.md, cloud proxy overhead).
         return OpenAICompatUpstream(
-            base_url, model, provider="vllm", n_ctx=n_ctx, timeouts=CHILD_TIMEOUTS, vendor_params=True
+            base_url,
+            model,
+            provider="vllm",
+            n_ctx=n_ctx,
+            timeouts=CHILD_TIMEOUTS,
+            vendor_params=True,
+            transport=LeanTransport(),
         )
 
     # -- Runtime ------------------------------------------------------------------------
