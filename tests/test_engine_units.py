@@ -193,16 +193,25 @@ def test_prefix_store_survives_a_restart(tmp_path):
 def test_prefix_store_skips_short_and_covered_prefixes_and_supersedes(tmp_path):
     store = PrefixStore(tmp_path, model_key="m", min_tokens=100)
     ctx = FakeStateCtx({0: b"a", 1: b"b", 2: b"c"})
-    store.offer(ctx, 0, list(range(50)))  # too short
+    assert not store.offer(ctx, 0, list(range(50)))  # too short
     assert store.stats().entries == 0
-    store.offer(ctx, 0, list(range(200)))
-    store.offer(ctx, 1, list(range(250)))  # only 50 new tokens: covered
+    assert store.offer(ctx, 0, list(range(200)))
+    assert store.offer(ctx, 1, list(range(250)))  # only 50 new tokens: covered
     assert store.stats().entries == 1
     store.offer(ctx, 2, list(range(400)))  # extends the first: replaces it
     store.flush()
     st = store.stats()
     assert st.entries == 1 and st.saves == 2
     assert len(list(store.dir.glob("*.kv"))) == 1
+    store.close()
+
+
+def test_prefix_store_says_when_it_cannot_take_a_state(tmp_path):
+    """Parking evicts a cache only if the store holds it; one larger than its RAM is refused."""
+    store = PrefixStore(tmp_path, model_key="m", min_tokens=10, ram_bytes=100)
+    assert not store.offer(FakeStateCtx({0: b"x" * 101}), 0, list(range(20)), exact=True)
+    assert store.stats().entries == 0
+    assert store.offer(FakeStateCtx({0: b"x" * 100}), 0, list(range(20)), exact=True)
     store.close()
 
 

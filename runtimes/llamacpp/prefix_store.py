@@ -94,29 +94,30 @@ class PrefixStore:
         self._writer.start()
 
     # -- saving -----------------------------------------------------------------------------
-    def offer(self, ctx: SeqState, seq: int, tokens: list[int], *, exact: bool = False) -> None:
+    def offer(self, ctx: SeqState, seq: int, tokens: list[int], *, exact: bool = False) -> bool:
         """A slot is about to lose these cached tokens: keep them if they are worth it.
 
         exact: also when a stored entry covers all but a few of them (a parked conversation
-        comes back with its last answer, which would otherwise be recomputed)."""
-        self._maybe_save(ctx, seq, tokens, min_new=1 if exact else self.min_tokens)
+        comes back with its last answer, which would otherwise be recomputed).
+        Returns whether the store now holds them (False: too short, or too big for RAM)."""
+        return self._maybe_save(ctx, seq, tokens, min_new=1 if exact else self.min_tokens)
 
     def prompt_done(self, ctx: SeqState, seq: int, tokens: list[int]) -> None:
         """A prompt has just been computed: a stable point to save a long prefix."""
         self._maybe_save(ctx, seq, tokens, min_new=self.min_tokens)
 
-    def _maybe_save(self, ctx: SeqState, seq: int, tokens: list[int], min_new: int) -> None:
+    def _maybe_save(self, ctx: SeqState, seq: int, tokens: list[int], min_new: int) -> bool:
         n = len(tokens)
         if n < self.min_tokens:
-            return
+            return False
         _, covered = self._best(tokens)
         if n - covered < min_new:
-            return  # a stored entry already holds (nearly) all of it
+            return True  # a stored entry already holds (nearly) all of it
         if ctx.seq_state_size(seq) > self.ram_limit:
-            return  # would not fit in RAM anyway: do not pay for the copy
+            return False  # would not fit in RAM anyway: do not pay for the copy
         data = ctx.seq_state(seq)
         if not data:
-            return
+            return False
         entry = Entry(_key(tokens), list(tokens), len(data), data, last_used=time.time())
         with self._lock:
             # Entries that are prefixes of this one are superseded by it.
@@ -126,6 +127,7 @@ class PrefixStore:
             self._stats.saves += 1
             self._trim_ram()
         self._writes.put(entry)
+        return True
 
     # -- restoring --------------------------------------------------------------------------
     def lookup(self, prompt: list[int], better_than: int) -> tuple[Entry, int] | None:

@@ -294,12 +294,15 @@ class Scheduler:
         one, whoever owns them: another slot's idle 8k-token cache made a cold 6k-token
         prefill 8% slower here (BENCHMARKS.md). Parked caches come back from RAM with one
         copy when their conversation returns (`_restore_from_store`), which costs far less.
-        Without a store nothing is parked: dropping a cache could mean recomputing it.
+        Without a store nothing is parked, and a cache the store cannot take (larger than its
+        RAM) stays where it is: dropping it could mean recomputing a whole conversation.
         """
         assert self.store is not None
         for slot in self.slots.lru_idle_with_cache():
-            if slot is not protect and self.slots.ledger.exclusive(slot.cells) > 0:
-                self.store.offer(self.ctx, slot.seq, slot.tokens, exact=True)
+            if slot is protect or self.slots.ledger.exclusive(slot.cells) == 0:
+                continue
+            short = len(slot.tokens) < self.store.min_tokens  # cheap to recompute
+            if self.store.offer(self.ctx, slot.seq, slot.tokens, exact=True) or short:
                 self.slots.evict(slot)
 
     def _make_room(self, need: int, protect: Slot | None = None) -> None:
