@@ -99,7 +99,7 @@ class Scheduler:
         max_queue: int,
         store: PrefixStore | None = None,
         *,
-        park_min_prefill: int = 1024,
+        park_min_prefill: int = 512,
     ):
         self.model = model
         self.park_min_prefill = park_min_prefill
