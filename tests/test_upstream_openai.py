@@ -292,3 +292,65 @@ def test_client_hanging_up_stops_the_upstream_stream(provider: FakeOpenAI) -> No
         while not provider.stream_outcomes and time.monotonic() < deadline:
             time.sleep(0.02)
     assert provider.stream_outcomes == ["cut"]
+
+
+def _serve_in_pieces(body: bytes, piece: int):  # type: ignore[no-untyped-def]
+    """A raw HTTP server that answers once with `body` as a chunked SSE stream, `piece` bytes
+    per chunk, so lines, CRLFs and UTF-8 characters are split across reads."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+        length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+        await reader.readexactly(length)  # the request body
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n")
+        for i in range(0, len(body), piece):
+            part = body[i : i + piece]
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return answer
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7])
+def test_sse_lines_split_anywhere_still_parse(piece: int) -> None:
+    """CRLF and LF line ends, a multi-line data field and multi-byte characters, delivered a few
+    bytes at a time through the lean transport: the text arrives whole and in order."""
+    from runtimes.upstream.lean_transport import LeanTransport
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {"id": "c", "object": "chat.completion.chunk", "choices": [choice]}
+
+    first = json.dumps(chunk({"role": "assistant", "content": "Grüße, "}), ensure_ascii=False)
+    second = json.dumps(chunk({"content": "日本 "}), ensure_ascii=False)
+    third = json.dumps(chunk({"content": "ok"}), indent=1)  # a JSON spread over several data: lines
+    done = chunk({}, "stop")
+    body = (
+        f"data: {first}\r\n\r\n"
+        f"data: {second}\n\n"
+        + "".join(f"data: {line}\n" for line in third.splitlines())
+        + "\n"
+        + f"data: {json.dumps(done)}\r\n\r\ndata: [DONE]\r\n\r\n"
+    ).encode()
+
+    async def run() -> list[Event]:
+        server = await asyncio.start_server(_serve_in_pieces(body, piece), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        up = OpenAICompatUpstream(
+            f"http://127.0.0.1:{port}/v1", "m", provider="raw", n_ctx=4096,
+            timeouts=Timeouts(connect=2, read=5), transport=LeanTransport(),
+        )  # fmt: skip
+        try:
+            return [ev async for ev in up.chat(chat())]
+        finally:
+            await up.close()
+            server.close()
+
+    events = asyncio.run(run())
+    assert "".join(e.content for e in events) == "Grüße, 日本 ok"
+    assert events[-1].finish_reason == "stop"

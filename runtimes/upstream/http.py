@@ -164,14 +164,20 @@ async def open_stream(
     provider: str,
     key: SecretStr | None,
     n_ctx: int = 0,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.Response:
     """POST and return the streaming response once its status is 2xx; otherwise raise ours.
 
-    The caller must `aclose()` the response.
+    With `transport` (the one the client was built with), the request goes to it directly:
+    `client.send` adds auth flows, redirects and cookies, which an API stream never uses,
+    for about 0.2 ms of CPU before the first token. The caller must `aclose()` the response.
     """
     request = client.build_request("POST", url, json=body, headers=headers)
     try:
-        response = await client.send(request, stream=True)
+        if transport is not None:
+            response = await transport.handle_async_request(request)
+        else:
+            response = await client.send(request, stream=True)
     except httpx.TransportError as exc:
         raise error_for_transport(exc, provider=provider, key=key) from None
     if response.status_code >= 300:
@@ -187,11 +193,28 @@ async def open_stream(
     return response
 
 
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The body's lines, split on LF or CRLF and decoded as UTF-8 (what SSE is). Cheaper than
+    httpx's `aiter_lines`, whose text and line decoders cost about 20 us per streamed token;
+    a server ending lines with a lone CR (none we talk to does) yields one line, then a
+    `final()` error, never events made up from a mis-split."""
+    buf = b""
+    async for piece in response.aiter_bytes():
+        buf += piece
+        if b"\n" not in piece:
+            continue
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            yield raw.removesuffix(b"\r").decode("utf-8", "replace")
+    if buf:
+        yield buf.removesuffix(b"\r").decode("utf-8", "replace")
+
+
 async def sse_data(response: httpx.Response, *, provider: str, key: SecretStr | None) -> AsyncIterator[str]:
     """The `data:` payloads of an SSE body (multi-line data joined); transport failures become ours."""
     lines: list[str] = []
     try:
-        async for line in response.aiter_lines():
+        async for line in _lines(response):
             if line.startswith("data:"):
                 lines.append(line[5:].removeprefix(" "))
             elif not line and lines:
@@ -280,7 +303,10 @@ class SseUpstream:
         self._active += 1
         try:
             ours = {"provider": self.provider, "key": self._key}
-            response = await open_stream(self._http(), url, body, headers, n_ctx=self.n_ctx, **ours)
+            client = self._http()
+            response = await open_stream(
+                client, url, body, headers, n_ctx=self.n_ctx, transport=self._transport, **ours
+            )
             try:
                 async for data in sse_data(response, **ours):
                     # After the end, read on to the end of the body: a response closed early

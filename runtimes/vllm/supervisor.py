@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import http.client
 import os
 import shlex
 import signal
@@ -25,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
 
 from runtimes.vllm.flags import VllmLaunch
 
@@ -218,12 +217,20 @@ class Supervisor:
                 return
 
     def _healthy(self) -> bool:
+        """GET /health on the child, with the stdlib's plain HTTP client.
+
+        Not httpx: each `httpx.get` builds a client and an SSL context (loading the CA bundle),
+        26 ms of CPU per poll against 0.6 ms for this (measured on a 2-core EPYC), taken every
+        second from the process whose event loop streams the child's tokens.
+        """
+        conn = http.client.HTTPConnection(self.cfg.host, self.port, timeout=self.cfg.health_timeout_s)
         try:
-            url = f"http://{self.cfg.host}:{self.port}/health"
-            r = httpx.get(url, timeout=self.cfg.health_timeout_s, trust_env=False)
-            return r.status_code == 200
-        except httpx.HTTPError:
+            conn.request("GET", "/health")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
             return False
+        finally:
+            conn.close()
 
     def _exit_text(self) -> str:
         code = self._proc.poll() if self._proc is not None else None

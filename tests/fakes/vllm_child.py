@@ -9,6 +9,7 @@ code over a real socket, and misbehaves on request through environment variables
 FAKE_VLLM_EXIT=N        exit with N at once (a start that fails)
 FAKE_VLLM_DIE_AFTER_S=S exit 1 this long after listening (a child that keeps dying)
 FAKE_VLLM_TOKEN_S=S     delay between streamed words (default 0.01)
+FAKE_VLLM_WORDS=N       words in every answer (default 200)
 FAKE_VLLM_GRANDCHILD=F  start a `sleep` child like vLLM's engine process; write its pid to F
 """
 
@@ -28,7 +29,6 @@ import uvicorn
 from fakes.openai_provider import FakeOpenAI
 from fakes.provider_base import Reply
 
-ANSWER = " ".join(f"w{i}" for i in range(200))
 
 
 def main() -> int:
@@ -46,7 +46,8 @@ def main() -> int:
     if die_after := os.environ.get("FAKE_VLLM_DIE_AFTER_S"):
         threading.Timer(float(die_after), lambda: os._exit(1)).start()
     token_s = float(os.environ.get("FAKE_VLLM_TOKEN_S", "0.01"))
-    fake = FakeOpenAI(models=[args.served_model_name], reply=Reply(text=ANSWER), token_s=token_s)
+    answer = " ".join(f"w{i}" for i in range(int(os.environ.get("FAKE_VLLM_WORDS", "200"))))
+    fake = FakeOpenAI(models=[args.served_model_name], reply=Reply(text=answer), token_s=token_s)
 
     @fake.app.get("/health")
     async def health() -> dict:
