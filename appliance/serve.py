@@ -107,7 +107,7 @@ def _choose(role: str, pinned: str | None, ranked: list, cfg: ServeConfig | None
         n_ctx=(cfg and cfg.ctx) or chosen.n_ctx,
         slots=(cfg and cfg.slots) or chosen.slots,
         kv_type=(cfg and cfg.kv_type) or chosen.kv_type,
-        reason=chosen.reason,
+        reason=chosen.reason if not forced or forced == chosen.runtime else f"--runtime {forced}",
         runtime=forced or chosen.runtime,
         tensor_parallel=chosen.tensor_parallel,
         gpu_bytes=chosen.memory.gpu_bytes,
@@ -174,9 +174,11 @@ def serve(cfg: ServeConfig) -> int:
     def load_all() -> None:
         try:
             for spec in specs:
+                vllm = spec.runtime == "vllm"  # it serves a Hugging Face checkpoint, not the GGUF
                 console.print(
-                    f"loading [bold]{spec.model.name}[/] {spec.artifact.quant} as '{spec.role}': "
-                    f"ctx {spec.n_ctx}, {spec.slots} slots, KV {spec.kv_type}"
+                    f"loading [bold]{spec.model.name}[/] {'with vLLM' if vllm else spec.artifact.quant} "
+                    f"as '{spec.role}': ctx {spec.n_ctx}, {spec.slots} slots"
+                    + ("" if vllm else f", KV {spec.kv_type}")
                 )
                 registry.add(load_runtime(spec, cfg, hw), roles=[spec.role])
         except Exception as e:  # a failed load must stop the server, not leave it 503 forever
