@@ -30,7 +30,6 @@ from fakes.openai_provider import FakeOpenAI
 from fakes.provider_base import Reply
 
 
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
