@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import openai
 import pytest
@@ -294,7 +294,10 @@ def test_client_hanging_up_stops_the_upstream_stream(provider: FakeOpenAI) -> No
     assert provider.stream_outcomes == ["cut"]
 
 
-def _serve_in_pieces(body: bytes, piece: int):  # type: ignore[no-untyped-def]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _serve_in_pieces(body: bytes, piece: int) -> Handler:
     """A raw HTTP server that answers once with `body` as a chunked SSE stream, `piece` bytes
     per chunk, so lines, CRLFs and UTF-8 characters are split across reads."""
 

@@ -303,9 +303,8 @@ class SseUpstream:
         self._active += 1
         try:
             ours = {"provider": self.provider, "key": self._key}
-            client = self._http()
             response = await open_stream(
-                client, url, body, headers, n_ctx=self.n_ctx, transport=self._transport, **ours
+                self._http(), url, body, headers, n_ctx=self.n_ctx, transport=self._transport, **ours
             )
             try:
                 async for data in sse_data(response, **ours):
