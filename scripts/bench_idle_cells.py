@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRACE = REPO.parent / "shared" / "traces" / "opencode-fixcalc" / "req02.json"
+TRACE = REPO / "tests" / "fixtures" / "traces" / "opencode-fixcalc" / "req02.json"
 
 
 def one(gguf: Path, unified: bool, stale: int, n_tokens: int) -> float:

@@ -14,7 +14,7 @@
 #   OUT (results folder, default ./bench-results/vs-llamacpp, git-ignored),
 #   QUIET_LOAD (start each phase once the 1-minute load average is below it, default 1.0),
 #   APPLIANCE_ARGS / LLAMA_ARGS (extra flags for `appliance serve` / llama-server),
-#   SKIP_APPLIANCE=1 (the two llama.cpp servers only), TRACES (default: ../shared/traces/*),
+#   SKIP_APPLIANCE=1 (the two llama.cpp servers only), TRACES (default: tests/fixtures/traces/*),
 #   PHASES (default "traces lcp streams tg": a subset reruns only those parts),
 #   TRACE_WORKLOADS (default "trace,session,restart": the traces phase's workloads),
 #   STREAM_PROMPTS (prompt sizes of the decode workload, default 128,1024,4096).
@@ -28,8 +28,8 @@ MODEL=${MODEL:-qwen2.5-coder-0.5b-instruct}
 THREADS=${THREADS:-2}
 REPEAT=${REPEAT:-3}
 OUT=${OUT:-$ROOT/bench-results/vs-llamacpp}
-SHARED=${SHARED:-$ROOT/../shared}
-TRACES=${TRACES:-"$SHARED/traces/opencode-fixcalc $SHARED/traces/opencode-interleaved"}
+FIXTURES=$ROOT/tests/fixtures
+TRACES=${TRACES:-"$FIXTURES/traces/opencode-fixcalc $FIXTURES/traces/opencode-interleaved"}
 P_LLAMA=18180 P_LCP=18181 P_APPL=18182
 mkdir -p "$OUT"
 LOGS=$OUT/logs

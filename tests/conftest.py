@@ -9,7 +9,22 @@ import pytest
 from appliance.models.store import fetch
 from quantization.catalog import load_catalog
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TRACES = FIXTURES / "traces"
+
+
+def fixture_file(*parts: str) -> Path:
+    """A file under tests/fixtures; a missing one fails the test (data is never optional)."""
+    path = FIXTURES.joinpath(*parts)
+    assert path.is_file(), f"test data missing: {path}"
+    return path
+
+
+def trace_files(session: str) -> list[Path]:
+    """A captured agent session's request bodies, in order; never empty."""
+    files = sorted((TRACES / session).glob("*.json"))
+    assert files, f"no trace files in {TRACES / session}"
+    return files
 
 
 def real_model_path(name: str) -> Path:

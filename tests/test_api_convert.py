@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -11,8 +10,8 @@ from pydantic import ValidationError
 from appliance.api.convert import chat_request, completion_request
 from appliance.api.errors import ApiError, from_validation_error
 from appliance.api.schemas import ChatCompletionBody, CompletionBody
+from tests.conftest import trace_files
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "opencode-fixcalc"
 
 
 def _chat(raw: dict):
@@ -107,7 +106,9 @@ def test_messages_normalised_but_otherwise_as_sent() -> None:
 
 def test_opencode_trace_passes_through_unchanged() -> None:
     """What OpenCode sends reaches the runtime byte for byte (tools with `$schema`, key order)."""
-    for path in sorted(TRACES.glob("*.json")):
+    files = trace_files("opencode-fixcalc")
+    assert len(files) == 7  # the title request and six agent turns
+    for path in files:
         raw = json.loads(path.read_text())
         req = _chat(raw)
         assert json.dumps(req.messages) == json.dumps(raw["messages"]), path.name

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import httpx
 import openai
@@ -22,10 +21,10 @@ from openai import OpenAI
 
 from appliance.api import ModelRegistry, catalog_resolver, create_app
 from appliance.api.testing import LiveServer, running_server
+from tests.conftest import fixture_file
 from runtimes.base import ContextLengthExceeded, Event, Overloaded, RuntimeStats, ToolCallDelta, Usage
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "opencode-fixcalc"
 USER = [{"role": "user", "content": "Say hello."}]
 
 Serve = Callable[..., LiveServer]
@@ -234,7 +233,7 @@ def test_text_completions(client: OpenAI, runtime: ScriptedRuntime) -> None:
 
 
 def test_opencode_trace_request_is_served(server: LiveServer, runtime: ScriptedRuntime) -> None:
-    raw = json.loads((TRACES / "req03.json").read_text())
+    raw = json.loads(fixture_file("traces", "opencode-fixcalc", "req03.json").read_text())
     raw["model"] = "appliance/" + MODEL
     r = post(server, "/v1/chat/completions", raw)
     assert r.status_code == 200 and sse_frames(r.text)[-1] == "[DONE]"

@@ -14,8 +14,8 @@ import pytest
 
 from runtimes.base import InvalidRequest
 from runtimes.llamacpp.chat_template import ChatTemplate, TemplateLoadError, prepare_messages
+from tests.conftest import fixture_file
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "opencode-fixcalc"
 
 WEATHER = {
     "type": "function",
@@ -48,7 +48,7 @@ def smollm(smollm_path) -> ChatTemplate:
 
 
 def trace(name: str) -> dict:
-    return json.loads((TRACES / f"{name}.json").read_text())
+    return json.loads(fixture_file("traces", "opencode-fixcalc", f"{name}.json").read_text())
 
 
 # -- the real templates ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from appliance.api.testing import running_server
 from quantization.catalog import load_catalog
 from runtimes.llamacpp.engine import EngineConfig
 from runtimes.llamacpp.runtime import LlamaCppRuntime
-from tests.conftest import SHARED
+from tests.conftest import fixture_file
 
 pytestmark = pytest.mark.slow
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -193,7 +193,7 @@ def test_disconnect_frees_slot(server, runtime):
 
 
 def trace(name: str) -> dict:
-    body = json.loads((SHARED / "traces" / "opencode-fixcalc" / name).read_text())
+    body = json.loads(fixture_file("traces", "opencode-fixcalc", name).read_text())
     body.update(model=MODEL, max_tokens=8, temperature=0)
     body.pop("stream", None)
     body.pop("stream_options", None)

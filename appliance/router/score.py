@@ -1,6 +1,6 @@
 """Score the tier classifier on a labelled JSON-lines file, against the keyword baseline, and time it.
 
-    python -m appliance.router.score [--data ../shared/router/dev.jsonl] [--bench] [--json]
+    python -m appliance.router.score [--data tests/fixtures/router/dev.jsonl] [--bench] [--json]
 
 Accuracy: balanced accuracy, cloud precision/recall and the confusion matrix, for ours (through
 the same `decide` that `appliance route` uses, so the privacy guard is in the loop) and for the
@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from appliance.router import keywords
-from appliance.router.cli import decide
 from appliance.router.metrics import binary_report
 from appliance.router.privacy import PrivacyGuard
 from appliance.router.tier import classify
+from appliance.router.verdict import decide
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "router" / "dev.jsonl"
+# The labelled dev set lives with the tests (a source checkout); pass --data for another file.
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "router" / "dev.jsonl"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
