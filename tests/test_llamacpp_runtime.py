@@ -25,7 +25,8 @@ from runtimes.base import (
     Sampling,
     Usage,
 )
-from runtimes.llamacpp.runtime import LlamaCppRuntime, forced_call_prefill, tool_choice_mode
+from runtimes.llamacpp.runtime import LlamaCppRuntime, tool_choice_mode
+from runtimes.toolcalls import forced_call_prefill
 
 WEATHER = {
     "type": "function",

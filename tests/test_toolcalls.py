@@ -13,10 +13,20 @@ import random
 
 import pytest
 
+from quantization.catalog import load_catalog
 from runtimes.base import Event
-from runtimes.toolcalls import ChatOutputParser, detect_tool_format
+from runtimes.toolcalls import (
+    CONTROL_MARKERS,
+    FORMATS,
+    ChatOutputParser,
+    detect_tool_format,
+    forced_call_prefill,
+    get_tool_format,
+    make_tool_parser,
+)
 from runtimes.toolcalls.common import mistral_call_id, openai_call_id, partial_marker_len
 from runtimes.toolcalls.jsonscan import JsonScanner, JsonSyntaxError
+from runtimes.toolcalls.plain import PlainParser
 
 TOOLS = {"get_weather", "read", "edit", "bash", "f", "g"}
 
@@ -333,14 +343,6 @@ def test_unfinished_thinking_is_reasoning():
 # -- pieces ---------------------------------------------------------------------------------
 
 
-def test_detect_tool_format():
-    assert detect_tool_format("{{ '<tool_call>' }}") == "hermes"
-    assert detect_tool_format("[TOOL_CALLS]") == "mistral"
-    assert detect_tool_format("<|python_tag|>") == "llama3_json"
-    assert detect_tool_format("<|im_start|>") == "none"
-    assert detect_tool_format(None) == "none"
-
-
 def test_ids():
     assert openai_call_id().startswith("call_") and openai_call_id() != openai_call_id()
     assert len(mistral_call_id()) == 9
@@ -427,3 +429,101 @@ def test_qwen3_coder_string_value_streams():
 def test_qwen3_coder_malformed_is_content(text):
     r = parse("qwen3_coder", text, tools=[EDIT_TOOL])
     assert r["content"] == text and not r["has_calls"]
+
+
+# -- formats: detection, forced calls, the registry ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "fmt"),
+    [
+        # Qwen3-Coder writes <tool_call> too: it must be recognised before hermes.
+        ("{{- '<tool_call>\\n<function=' + tc.name + '>' }}{{- '<parameter=' + k + '>' }}", "qwen3_coder"),
+        ("<|im_start|>{{- '<tool_call>\\n' }}{{- tc | tojson }}", "hermes"),
+        ("{{ '<tool_call>' }}", "hermes"),
+        ("{{- '[AVAILABLE_TOOLS]' }}{{- '[TOOL_CALLS]' + tc.name + '[ARGS]' }}", "mistral"),
+        ("[TOOL_CALLS]", "mistral"),
+        ("<|python_tag|>", "llama3_json"),
+        ("<|start_header_id|>ipython<|end_header_id|>{{ '\"parameters\": ' }}", "llama3_json"),
+        ("<|start_header_id|>user<|end_header_id|>{{ m.content }}", "none"),  # Llama 3.0: no tools
+        ("<|im_start|>", "none"),
+        ("<start_of_turn>model\n", "none"),  # Gemma: no format we parse
+        ("", "none"),
+        (None, "none"),
+    ],
+)
+def test_detect_tool_format(template, fmt):
+    assert detect_tool_format(template) == fmt
+
+
+# Exactly what the runtime wrote before each format owned its prefill (its forced_call_prefill switch).
+PREFILLS = [
+    ("hermes", None, '<tool_call>\n{"name": "'),
+    ("hermes", "get_weather", '<tool_call>\n{"name": "get_weather", "arguments": '),
+    ("hermes", 'a"b', '<tool_call>\n{"name": "a\\"b", "arguments": '),
+    ("qwen3_coder", None, "<tool_call>\n<function="),
+    ("qwen3_coder", "get_weather", "<tool_call>\n<function=get_weather>\n"),
+    ("mistral", None, "[TOOL_CALLS]"),
+    ("mistral", "get_weather", "[TOOL_CALLS]get_weather[ARGS]"),
+    ("llama3_json", None, '{"name": "'),
+    ("llama3_json", "get_weather", '{"name": "get_weather", "parameters": '),
+    ("none", None, ""),
+    ("none", "get_weather", ""),
+    ("gemma", "get_weather", ""),
+]
+
+
+@pytest.mark.parametrize(("fmt", "name", "prefill"), PREFILLS)
+def test_forced_prefill_per_format(fmt, name, prefill):
+    assert forced_call_prefill(fmt, "required", name) == prefill
+    assert get_tool_format(fmt).forced_prefill("required", name) == prefill
+    assert forced_call_prefill(fmt, "auto", name) == forced_call_prefill(fmt, "none", name) == ""
+
+
+# After a named prefill the model writes only the arguments; the format's parser reads the whole.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+FORCED_RESTS = {
+    "hermes": '{"city": "Rome"}}\n</tool_call>',
+    "qwen3_coder": "<parameter=city>\nRome\n</parameter>\n</function>\n</tool_call>",
+    "mistral": '{"city": "Rome"}',
+    "llama3_json": '{"city": "Rome"}}',
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORCED_RESTS))
+def test_forced_prefill_is_read_back_as_the_call(fmt):
+    text = forced_call_prefill(fmt, "required", "get_weather") + FORCED_RESTS[fmt]
+    r = parse(fmt, text, tools=[WEATHER_TOOL])
+    assert calls(r) == [("get_weather", {"city": "Rome"})] and r["content"] == ""
+
+
+def test_registry_is_the_one_list_of_formats():
+    names = [f.name for f in FORMATS]
+    assert names == ["qwen3_coder", "hermes", "mistral", "llama3_json", "none"]  # detection order
+    for f in FORMATS:
+        assert get_tool_format(f.name) is f
+        assert type(make_tool_parser(f.name)) is f.parser
+        assert type(ChatOutputParser(f.name).tools) is f.parser
+    assert get_tool_format(None).name == get_tool_format("gemma").name == "none"
+
+
+def test_every_catalog_format_resolves():
+    known = {f.name for f in FORMATS}
+    used = {m.tool_call_format for m in load_catalog()}
+    assert known - {"none"} <= used, "every parser serves some catalog model"
+    for name in used - known:  # named in the catalog, not parsed by us (gemma): plain text
+        assert get_tool_format(name).parser is PlainParser
+        assert isinstance(make_tool_parser(name), PlainParser)
+
+
+def test_control_markers_cover_every_format_and_thinking():
+    # The runtime's own list before the formats owned their markers: same texts, same order.
+    tool_markers = ("<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>")
+    assert (*tool_markers, "<think>", "</think>") == CONTROL_MARKERS
+    assert all(m in CONTROL_MARKERS for f in FORMATS for m in f.markers)

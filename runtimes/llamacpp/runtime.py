@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -19,15 +18,14 @@ from typing import Any
 from runtimes.base import ChatRequest, CompletionRequest, Event, InvalidRequest, RuntimeStats, Sampling, Usage
 from runtimes.llamacpp.chat_template import ChatTemplate
 from runtimes.llamacpp.engine import Engine, EngineConfig
-from runtimes.toolcalls import ChatOutputParser, detect_tool_format
+from runtimes.toolcalls import CONTROL_MARKERS, ChatOutputParser, detect_tool_format, forced_call_prefill
 
 log = logging.getLogger(__name__)
 
 # Marker texts the parsers look for. Some are control tokens that the engine's
 # detokenizer renders as "" (Mistral's [TOOL_CALLS], Llama's <|python_tag|>): when
 # such a token is generated we put its text back so the parser sees it.
-_MARKERS = ("<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>",
-            "<think>", "</think>")
+_MARKERS = CONTROL_MARKERS
 
 
 TOKEN_MEMO_SIZE = 8  # prompts whose tokens are kept (one per in-flight agent turn is plenty)
@@ -197,22 +195,3 @@ def tool_choice_mode(tool_choice: Any) -> tuple[str, str | None]:
             return "required", name
         return tool_choice_mode(tool_choice.get("type"))
     raise InvalidRequest(f"unsupported tool_choice: {tool_choice!r}")
-
-
-def forced_call_prefill(fmt: str, mode: str, name: str | None) -> str:
-    """Start the answer with a call when the client demands one.
-
-    Cheaper and surer than a grammar: "required" opens a call, a named function
-    also writes the name, so the model only has to produce the arguments.
-    """
-    if mode != "required":
-        return ""
-    if fmt == "qwen3_coder":
-        return "<tool_call>\n<function=" + (f"{name}>\n" if name else "")
-    if fmt == "hermes":
-        return "<tool_call>\n" + (f'{{"name": {json.dumps(name)}, "arguments": ' if name else '{"name": "')
-    if fmt == "mistral":
-        return "[TOOL_CALLS]" + (f"{name}[ARGS]" if name else "")
-    if fmt == "llama3_json":
-        return f'{{"name": {json.dumps(name)}, "parameters": ' if name else '{"name": "'
-    return ""

@@ -1,25 +1,27 @@
-"""Tool calls out of a model's generated text, streamed as OpenAI-style deltas.
+"""What a model generates, turned into OpenAI-style deltas as it streams: thinking
+split off (`reasoning`), then tool calls out of the rest.
 
-One parser per family (`hermes`, `qwen3_coder`, `mistral`, `llama3_json`, `none`: the catalog's
-`tool_call_format`), all incremental: content goes out as soon as it cannot be the
-start of a call, a call's name as soon as it is known, its arguments as written.
+One module per tool-call format (`hermes`, `qwen3_coder`, `mistral`, `llama3`, `plain`:
+the catalog's `tool_call_format`), each holding its `ToolFormat` (template detection,
+markers, forced-call prefill) and its parser; `formats` lists them in detection order.
+All parsers are incremental: content goes out as soon as it cannot be the start of a
+call, a call's name as soon as it is known, its arguments as written.
+
+Imports flow one way, bottom up: jsonscan, common, base, the format modules and
+reasoning, formats, output.
 """
 
-from runtimes.toolcalls.output import PARSERS, ChatOutputParser, make_tool_parser
+from runtimes.toolcalls.base import ToolFormat
+from runtimes.toolcalls.formats import FORMATS, detect_tool_format, forced_call_prefill, get_tool_format
+from runtimes.toolcalls.output import CONTROL_MARKERS, ChatOutputParser, make_tool_parser
 
-__all__ = ["PARSERS", "ChatOutputParser", "detect_tool_format", "make_tool_parser"]
-
-
-def detect_tool_format(template: str | None) -> str:
-    """Guess the tool-call format from a chat template, for models the catalog does not know."""
-    if not template:
-        return "none"
-    if "<function=" in template and "<parameter=" in template:
-        return "qwen3_coder"
-    if "<tool_call>" in template:
-        return "hermes"
-    if "[TOOL_CALLS]" in template:
-        return "mistral"
-    if "<|python_tag|>" in template or ("<|start_header_id|>" in template and "parameters" in template):
-        return "llama3_json"
-    return "none"
+__all__ = [
+    "CONTROL_MARKERS",
+    "FORMATS",
+    "ChatOutputParser",
+    "ToolFormat",
+    "detect_tool_format",
+    "forced_call_prefill",
+    "get_tool_format",
+    "make_tool_parser",
+]

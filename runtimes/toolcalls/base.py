@@ -1,9 +1,11 @@
-"""The shape every tool-call parser has: text in, events out, one call block at a time."""
+"""The two shapes every tool-call format fills in: its `ToolFormat` (how to recognise
+it in a chat template, how to force a call) and its `ToolParser` (text in, events
+out, one call block at a time)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, ClassVar
 
 from runtimes.base import Event
 from runtimes.toolcalls.common import ArgsReader, CallReader, EventSink, openai_call_id, partial_marker_len
@@ -104,12 +106,34 @@ class ToolParser:
         self._reader = None
 
 
-class PlainParser(ToolParser):
-    """No tool calls for this model (or tool_choice "none"): all text is content."""
+class ToolFormat:
+    """Everything about one way of writing tool calls, so a new format is one new module.
 
-    def _run(self, final: bool) -> None:
-        self.sink.content(self._buf)
-        self._buf = ""
+    `name` is the catalog's `tool_call_format`; `markers` are its texts that a
+    tokenizer may hold as single control tokens, which the engine detokenizes to ""
+    and the runtime must put back for the parser to see; `parser` reads its calls.
+    """
+
+    name: ClassVar[str]
+    markers: ClassVar[tuple[str, ...]] = ()
+    parser: ClassVar[type[ToolParser]]
+
+    def detect(self, template: str) -> bool:
+        """Does this (non-empty) chat template write calls in this format? Asked in
+        registry order, so a format may rely on earlier ones having said no."""
+        return False
+
+    def forced_prefill(self, mode: str, name: str | None) -> str:
+        """The answer's start when the client demands a call (tool_choice "required").
+
+        Cheaper and surer than a grammar: "required" opens a call, a named function
+        also writes the name, so the model only has to produce the arguments.
+        """
+        return self.open_call(name) if mode == "required" else ""
+
+    def open_call(self, name: str | None) -> str:
+        """The text that opens a call (to function `name`, when given); "" if none can be forced."""
+        return ""
 
 
 def tool_param_types(tools: list[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:

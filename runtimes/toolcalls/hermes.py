@@ -9,7 +9,9 @@ ordinary JSON answer stays content.
 
 from __future__ import annotations
 
-from runtimes.toolcalls.base import ToolParser
+import json
+
+from runtimes.toolcalls.base import ToolFormat, ToolParser
 from runtimes.toolcalls.common import CallReader
 
 OPEN = "<tool_call>"
@@ -101,3 +103,17 @@ class HermesParser(ToolParser):
         self._begin_block(raw, CallReader(self.sink, known_names=known, strict_keys=strict))
         self._closer = closer
         self._state = "call"
+
+
+class HermesFormat(ToolFormat):
+    """Templates that write `<tool_call>` (asked after qwen3_coder, whose templates do too)."""
+
+    name = "hermes"
+    markers = (OPEN, CLOSE)
+    parser = HermesParser
+
+    def detect(self, template: str) -> bool:
+        return OPEN in template
+
+    def open_call(self, name: str | None) -> str:
+        return OPEN + "\n" + (f'{{"name": {json.dumps(name)}, "arguments": ' if name else '{"name": "')

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from runtimes.toolcalls.base import ToolParser
+import json
+
+from runtimes.toolcalls.base import ToolFormat, ToolParser
 from runtimes.toolcalls.common import CallReader
 
 TAG = "<|python_tag|>"
@@ -56,3 +58,17 @@ class Llama3JsonParser(ToolParser):
         reader = CallReader(self.sink, known_names=self.known_names if strict else None, strict_keys=strict)
         self._begin_block(raw, reader)
         self._state = "call"
+
+
+class Llama3JsonFormat(ToolFormat):
+    """Templates that write `<|python_tag|>`, or Llama 3 headers with tool `parameters`."""
+
+    name = "llama3_json"
+    markers = (TAG,)
+    parser = Llama3JsonParser
+
+    def detect(self, template: str) -> bool:
+        return TAG in template or ("<|start_header_id|>" in template and "parameters" in template)
+
+    def open_call(self, name: str | None) -> str:
+        return f'{{"name": {json.dumps(name)}, "parameters": ' if name else '{"name": "'

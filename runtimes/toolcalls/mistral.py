@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from runtimes.toolcalls.base import ToolParser
+from runtimes.toolcalls.base import ToolFormat, ToolParser
 from runtimes.toolcalls.common import ArgsReader, CallReader, mistral_call_id, partial_marker_len
 
 MARK = "[TOOL_CALLS]"
@@ -100,3 +100,17 @@ class MistralParser(ToolParser):
             self._state = "content"
             return True
         return False
+
+
+class MistralFormat(ToolFormat):
+    """Templates that write `[TOOL_CALLS]` (Mistral, Devstral)."""
+
+    name = "mistral"
+    markers = (MARK, ARGS, CALL_ID)
+    parser = MistralParser
+
+    def detect(self, template: str) -> bool:
+        return MARK in template
+
+    def open_call(self, name: str | None) -> str:
+        return MARK + (f"{name}{ARGS}" if name else "")

@@ -6,21 +6,16 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from runtimes.base import Event
-from runtimes.reasoning import ReasoningSplitter
-from runtimes.toolcalls.base import PlainParser, ToolParser
+from runtimes.toolcalls.base import ToolParser
 from runtimes.toolcalls.common import EventSink
-from runtimes.toolcalls.hermes import HermesParser
-from runtimes.toolcalls.llama3 import Llama3JsonParser
-from runtimes.toolcalls.mistral import MistralParser
-from runtimes.toolcalls.qwen3_coder import Qwen3CoderParser
+from runtimes.toolcalls.formats import FORMATS, get_tool_format
+from runtimes.toolcalls.reasoning import THINK_MARKERS, ReasoningSplitter
 
-PARSERS: dict[str, type[ToolParser]] = {
-    "hermes": HermesParser,
-    "mistral": MistralParser,
-    "llama3_json": Llama3JsonParser,
-    "qwen3_coder": Qwen3CoderParser,
-    "none": PlainParser,
-}
+# Every marker any format or the thinking split looks for, once each: a runtime restores
+# them all when its engine renders one as "" (it does not matter which format is active).
+CONTROL_MARKERS: tuple[str, ...] = tuple(
+    dict.fromkeys([*(m for f in FORMATS for m in f.markers), *THINK_MARKERS])
+)
 
 
 def make_tool_parser(
@@ -30,7 +25,7 @@ def make_tool_parser(
     tools: list[dict[str, Any]] | None = None,
 ) -> ToolParser:
     """A parser for a catalog `tool_call_format`; unknown formats (gemma) read as plain text."""
-    cls = PARSERS.get(fmt, PlainParser)
+    cls = get_tool_format(fmt).parser
     return cls(sink or EventSink(cls.new_id), known_names=known_names, tools=tools)
 
 
@@ -47,8 +42,7 @@ class ChatOutputParser:
         starts_in_reasoning: bool = False,
         new_id: Callable[[], str] | None = None,
     ):
-        cls = PARSERS.get(tool_format, PlainParser)
-        self.sink = EventSink(new_id or cls.new_id)
+        self.sink = EventSink(new_id or get_tool_format(tool_format).parser.new_id)
         self.tools = make_tool_parser(tool_format, self.sink, known_names, tools)
         self._splitter = (
             ReasoningSplitter(self.sink.reasoning, self.tools.push, inside=starts_in_reasoning)

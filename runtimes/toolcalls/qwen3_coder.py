@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from runtimes.toolcalls.base import ToolParser
+from runtimes.toolcalls.base import ToolFormat, ToolParser
 from runtimes.toolcalls.common import partial_marker_len
 from runtimes.toolcalls.jsonscan import JsonScanner, JsonSyntaxError
 
@@ -225,3 +225,18 @@ def _as_json(text: str) -> str:
     except JsonSyntaxError:
         pass
     return json.dumps(text, ensure_ascii=False)
+
+
+class Qwen3CoderFormat(ToolFormat):
+    """Templates that write `<function=` and `<parameter=` (inside `<tool_call>`, hence
+    asked before hermes)."""
+
+    name = "qwen3_coder"
+    markers = (OPEN, CLOSE)
+    parser = Qwen3CoderParser
+
+    def detect(self, template: str) -> bool:
+        return FN in template and PARAM in template
+
+    def open_call(self, name: str | None) -> str:
+        return f"{OPEN}\n{FN}" + (f"{name}>\n" if name else "")

@@ -7,6 +7,9 @@ from collections.abc import Callable
 
 from runtimes.toolcalls.common import partial_marker_len
 
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+THINK_MARKERS = (THINK_OPEN, THINK_CLOSE)  # control tokens in some tokenizers, like a format's markers
 _WS = " \t\r\n"
 
 
@@ -23,8 +26,8 @@ class ReasoningSplitter:
         on_reasoning: Callable[[str], None],
         on_content: Callable[[str], None],
         *,
-        start: str = "<think>",
-        end: str = "</think>",
+        start: str = THINK_OPEN,
+        end: str = THINK_CLOSE,
         inside: bool = False,
     ):
         self._on_reasoning = on_reasoning
