@@ -64,7 +64,7 @@ def serve_appliance(port: int, provider_port: int) -> None:
 
     from appliance.api import ModelRegistry, create_app
     from appliance.config import ServeConfig
-    from appliance.router.build import build_routing
+    from appliance.serve.routing import build_routing
 
     os.environ["BENCH_PROVIDER_KEY"] = KEY
     cloud = {"providers": [{

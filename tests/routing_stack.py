@@ -17,12 +17,12 @@ import openai
 from fakes.openai_provider import FakeOpenAI
 from fakes.provider_base import Reply
 from fakes.scripted_runtime import ScriptedRuntime, text_events
+from live_server import running_server
 
 from appliance.api import ModelRegistry, create_app
 from appliance.api.routing import Routing
-from appliance.api.testing import running_server
 from appliance.config import ServeConfig
-from appliance.router.build import build_routing
+from appliance.serve.routing import build_routing
 
 KEY = "sk-live-DO-NOT-LEAK-0123456789"
 KEY_ENV = "ROUTER_TEST_KEY"
@@ -39,26 +39,26 @@ class Stack:
     routing: Routing
 
 
-def cloud_section(api_base: str) -> dict:
+def cloud_section(api_base: str, price: dict = PRICE) -> dict:
     return {
         "backoff_base_s": 0.001, "backoff_max_s": 0.01,
         "providers": [{
             "name": "fake-openai", "kind": "openai", "base_url": api_base, "api_key_env": KEY_ENV,
-            "max_retries": 1, "models": {CLOUD_MODEL: {"upstream": "gpt-4o", "price": PRICE}},
+            "max_retries": 1, "models": {CLOUD_MODEL: {"upstream": "gpt-4o", "price": price}},
         }],
     }
 
 
 @contextmanager
 def open_stack(
-    local_text: str = "answered locally", cloud_text: str = "answered by the cloud"
+    local_text: str = "answered locally", cloud_text: str = "answered by the cloud", price: dict = PRICE
 ) -> Iterator[Stack]:
     local = ScriptedRuntime(id="local-model", n_ctx=4096, script=text_events(local_text))
     registry = ModelRegistry()
     registry.add(local, roles=["default"])
     with FakeOpenAI(api_key=KEY, reply=Reply(text=cloud_text)) as provider:
         router = {"reference_cloud_model": CLOUD_MODEL}
-        cfg = ServeConfig(cloud=cloud_section(provider.api_base), router=router)
+        cfg = ServeConfig(cloud=cloud_section(provider.api_base, price), router=router)
         routing = build_routing(cfg, registry)
         app = create_app(registry, routing=routing, close_runtimes_on_shutdown=True)
         with running_server(app) as live:

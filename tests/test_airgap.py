@@ -22,7 +22,7 @@ import pytest
 from appliance.api import ModelRegistry, create_app
 from appliance.config import ServeConfig
 from appliance.models.store import ModelNotAvailable, artifact_path, fetch
-from appliance.router.build import build_routing
+from appliance.serve.routing import build_routing
 from quantization.catalog import load_catalog
 
 REPO = Path(__file__).resolve().parents[1]

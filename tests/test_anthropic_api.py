@@ -16,9 +16,9 @@ import anthropic
 import httpx
 import pytest
 from fakes.scripted_runtime import ScriptedRuntime, text_events, tool_call_events
+from live_server import LiveServer, running_server
 
 from appliance.api import ModelRegistry, catalog_resolver, create_app
-from appliance.api.testing import LiveServer, running_server
 from runtimes.base import ChatRequest, ContextLengthExceeded, Event, Overloaded, Sampling, UpstreamError
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -345,7 +345,7 @@ def test_anthropic_client_to_anthropic_provider_keeps_tools_intact(tmp_path: Pat
     from fakes.provider_base import Reply
 
     from appliance.config import ServeConfig
-    from appliance.router.build import build_routing
+    from appliance.serve.routing import build_routing
 
     monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
     monkeypatch.setenv("E2E_ANTHROPIC_KEY", "sk-ant-e2e-0123456789")

@@ -7,11 +7,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from appliance.api.convert import chat_request, completion_request
 from appliance.api.errors import ApiError, from_validation_error
-from appliance.api.schemas import ChatCompletionBody, CompletionBody
+from appliance.api.openai.convert import chat_request, completion_request
+from appliance.api.openai.schemas import ChatCompletionBody, CompletionBody
 from tests.conftest import trace_files
-
 
 
 def _chat(raw: dict):

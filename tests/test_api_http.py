@@ -17,12 +17,12 @@ import httpx
 import openai
 import pytest
 from fakes.scripted_runtime import ScriptedRuntime, text_events, tool_call_events
+from live_server import LiveServer, running_server
 from openai import OpenAI
 
 from appliance.api import ModelRegistry, catalog_resolver, create_app
-from appliance.api.testing import LiveServer, running_server
-from tests.conftest import fixture_file
 from runtimes.base import ContextLengthExceeded, Event, Overloaded, RuntimeStats, ToolCallDelta, Usage
+from tests.conftest import fixture_file
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 USER = [{"role": "user", "content": "Say hello."}]

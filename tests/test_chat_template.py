@@ -16,7 +16,6 @@ from runtimes.base import InvalidRequest
 from runtimes.llamacpp.chat_template import ChatTemplate, TemplateLoadError, prepare_messages
 from tests.conftest import fixture_file
 
-
 WEATHER = {
     "type": "function",
     "function": {

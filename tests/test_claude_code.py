@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from fakes.scripted_runtime import ScriptedRuntime, text_events, tool_call_events
+from live_server import running_server
 
 from appliance.api import ModelRegistry, catalog_resolver, create_app
-from appliance.api.testing import running_server
 from runtimes.base import ChatRequest, CompletionRequest, Event
 
 pytestmark = pytest.mark.slow

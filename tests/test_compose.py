@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.cli import _cmd_serve, build_parser
+from appliance.cli import build_parser
+from appliance.cli.commands import cmd_serve
 from appliance.config import DEFAULT_PORT
 from appliance.paths import data_dir, models_dir
-from appliance.serve_vllm import API_SERVER, COMMAND_ENV
+from appliance.serve.vllm import API_SERVER, COMMAND_ENV
 from runtimes.vllm.venv import VLLM_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def _serve_args():
 
 def test_command_is_our_serve_subcommand_with_real_flags():
     args = _serve_args()
-    assert args.func is _cmd_serve
+    assert args.func is cmd_serve
     entrypoint = re.search(r'ENTRYPOINT \["([^"]+)"\]', DOCKERFILE).group(1)
     assert Path(entrypoint).name == "appliance"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from appliance.connect import connect_opencode
+from appliance.cli.connect import connect_opencode
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import yaml
 
 from appliance.api import ModelRegistry
 from appliance.config import ConfigError, load_config
-from appliance.router.build import build_routing
+from appliance.serve.routing import build_routing
 
 
 def write(tmp_path: Path, data: dict) -> Path:

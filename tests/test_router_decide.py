@@ -19,8 +19,9 @@ from appliance.router.privacy import PrivacyGuard
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, session_key
 from appliance.router.tier import classify, latest_user_text
-from appliance.usage import Price, UsageLog
+from appliance.usage.log import UsageLog
 from runtimes.base import ChatRequest, RuntimeStats, Sampling
+from runtimes.upstream.config import Price
 
 EASY = "hi! what does the word 'distributed' mean in distributed systems?"
 HARD = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appliance.config import ServeConfig
 from appliance.profiles import load_profile
-from appliance.serve import decide
+from appliance.serve.choice import decide
 
 
 def test_forced_vllm_says_so_instead_of_the_llamacpp_plans_reason() -> None:

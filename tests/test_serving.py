@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_server import running_server
 from openai import OpenAI
 
 from appliance.api import ModelRegistry, catalog_resolver, create_app
-from appliance.api.testing import running_server
 from quantization.catalog import load_catalog
 from runtimes.llamacpp.engine import EngineConfig
 from runtimes.llamacpp.runtime import LlamaCppRuntime

@@ -18,9 +18,9 @@ import openai
 import pytest
 from fakes.openai_provider import FakeOpenAI
 from fakes.provider_base import Reply
+from live_server import running_server
 
 from appliance.api import ModelRegistry, create_app
-from appliance.api.testing import running_server
 from runtimes.base import (
     ChatRequest,
     CompletionRequest,

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from live_server import running_server
 
 from appliance.api import ModelRegistry, create_app
-from appliance.api.testing import running_server
 from runtimes.vllm.flags import VllmLaunch
 from runtimes.vllm.runtime import VllmRuntime
 from runtimes.vllm.supervisor import State, Supervisor, SupervisorConfig, SupervisorError

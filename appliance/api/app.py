@@ -13,11 +13,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from appliance.api.anthropic_routes import build_anthropic_router
+from appliance.api.anthropic.routes import build_anthropic_router
 from appliance.api.errors import error_body, install_error_handlers
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import RequestContext
-from appliance.api.openai_routes import build_router
+from appliance.api.openai.routes import build_openai_router
 from appliance.api.registry import ModelNotFound, ModelRegistry
 from appliance.api.routing import ChatDispatcher, Routing
 from appliance.router.decide import CloudSide, Router
@@ -59,9 +59,9 @@ def create_app(
     app.state.cloud = routing.cloud  # None in air-gapped mode: no cloud client exists
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, api_key=api_key)
-    # Every chat dialect (OpenAI here, Anthropic /v1/messages) routes through this one dispatcher.
+    # Every chat dialect (OpenAI's routes, Anthropic's /v1/messages) routes through this one dispatcher.
     app.state.dispatcher = dispatcher = ChatDispatcher(registry, metrics, routing)
-    app.include_router(build_router(registry, metrics, dispatcher))
+    app.include_router(build_openai_router(registry, metrics, dispatcher))
     app.include_router(build_anthropic_router(dispatcher))
 
     @app.get("/health")

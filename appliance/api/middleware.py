@@ -14,7 +14,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.api.anthropic_responses import error_body as anthropic_error_body
+from appliance.api.anthropic.responses import error_body as anthropic_error_body
 from appliance.api.errors import ApiError, internal_error
 from appliance.api.metrics import Metrics
 

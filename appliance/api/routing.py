@@ -25,7 +25,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.registry import ModelNotFound, ModelRegistry
 from appliance.router.capacity import fits_context
 from appliance.router.decide import Decision, Refusal, Router, RouteRequest
-from appliance.usage import UsageLog
+from appliance.usage.log import UsageLog
 from runtimes.base import ChatRequest, CloudUnavailable, Event, Runtime, Usage
 
 log = logging.getLogger("appliance.api")
@@ -70,10 +70,6 @@ class Started:
 
 def route_headers(route: str, reason: str, model: str) -> dict[str, str]:
     return {"x-appliance-route": route, "x-appliance-reason": reason, "x-appliance-model": model}
-
-
-def request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
 
 
 def client_key(request: Request) -> str | None:
@@ -219,6 +215,7 @@ class ChatDispatcher:
                 served_model=gen.model,
                 provider=provider,
                 prompt_tokens=u.prompt_tokens,
+                cached_tokens=u.cached_tokens,
                 completion_tokens=u.completion_tokens,
                 latency_ms=elapsed * 1000,
                 status=gen.outcome,

@@ -1,5 +1,8 @@
 """`appliance serve`: detect, plan, fetch, load, listen — with no configuration needed.
 
+This package is the composition root: the only place that knows every layer (planner,
+store, runtimes, router, cloud, usage, API) and wires them together.
+
 The HTTP server starts first and answers /health with 503 while the model loads,
 so supervisors and agents can wait on it instead of getting refused connections.
 """
@@ -9,147 +12,43 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from dataclasses import dataclass
 
 from rich.console import Console
 
-from appliance.config import ServeConfig
+from appliance.api import ModelRegistry, catalog_resolver, create_app
+from appliance.config import ConfigError, ServeConfig
 from appliance.hardware.types import Hardware
-from quantization.catalog import Artifact, ModelSpec, load_catalog
+from appliance.profiles import machine
+from appliance.serve.choice import LoadSpec, ServeError, decide
+from appliance.serve.routing import build_routing, describe_routing
+from runtimes.base import Runtime
 
 console = Console(stderr=True)
 
 
-@dataclass
-class LoadSpec:
-    """Everything needed to load one model, decided before any weight is read."""
+def load_runtime(spec: LoadSpec, cfg: ServeConfig, hw: Hardware) -> Runtime:
+    """One loader per runtime; the API only ever sees the `Runtime` it returns.
 
-    role: str  # "default" or "small"
-    model: ModelSpec
-    artifact: Artifact
-    n_ctx: int
-    slots: int
-    kv_type: str
-    reason: str
-    runtime: str = "llama.cpp"  # or "vllm" (a supervised child; appliance/serve_vllm.py)
-    tensor_parallel: int = 1
-    gpu_bytes: int = 0  # what the plan puts on the GPU for it
-    reserve_gpu_bytes: int = 0  # vLLM: GPU memory the rest of the plan loads after it
-
-
-class ServeError(Exception):
-    pass
-
-
-def _hardware(cfg: ServeConfig) -> Hardware:
-    if cfg.profile:
-        from appliance.profiles import load_profile
-
-        return load_profile(cfg.profile)
-    from appliance.hardware.detect import detect
-
-    return detect()
-
-
-SERVABLE_RUNTIMES = {"llama.cpp", "vllm"}
-
-
-def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
-    """Turn the planner's ranking (and the user's pins) into what to load, main model first."""
-    from appliance.planner import plan
-
-    result = plan(hw)
-    ranked = result.candidates.get("main", [])
-    if cfg.runtime == "vllm":  # a forced vLLM may serve any planned model, side-task ones too
-        ranked = ranked + result.candidates.get("small", [])
-    main = _choose("default", cfg.model, ranked, cfg)
-    if main is None:
-        raise ServeError("no servable model fits this machine; see `appliance plan`")
-    specs = [main]
-    if (cfg.small_model or "").lower() != "none":
-        small = _choose("small", cfg.small_model, result.candidates.get("small", []), None)
-        if small is not None and small.model.name != main.model.name:
-            specs.append(small)
-            main.reserve_gpu_bytes = small.gpu_bytes
-    return specs
-
-
-def _choose(role: str, pinned: str | None, ranked: list, cfg: ServeConfig | None) -> LoadSpec | None:
-    """The best-ranked candidate we can serve now, or the pinned model's best plan."""
-    catalog = load_catalog()
-    forced = cfg.runtime if cfg and cfg.runtime != "auto" else None
-    if forced == "vllm":  # any plan of the model sizes it; the checkpoint is checked at load
-        servable = list(ranked)
-    else:
-        servable = [c for c in ranked if c.runtime in SERVABLE_RUNTIMES and c.available]
-        servable = [c for c in servable if c.runtime == forced] if forced else servable
-    if pinned:
-        model = catalog.get(pinned)
-        if model is None:
-            raise ServeError(f"unknown model {pinned!r}; `appliance plan` lists what fits")
-        servable = [c for c in servable if c.model == model.name]
-        if not servable:
-            raise ServeError(f"{model.name} is not installed or does not fit here; see `appliance plan`")
-    if cfg and cfg.quant:
-        servable = [c for c in servable if c.quant.lower() == cfg.quant.lower()] or servable
-    if not servable:
-        return None
-    chosen = servable[0]
-    model = catalog.get(chosen.model)
-    quant = cfg.quant if cfg and cfg.quant else chosen.quant
-    artifact = model.artifact(quant)
-    if artifact is None:
-        raise ServeError(f"{model.name} has no {quant} artifact")
-    return LoadSpec(
-        role=role,
-        model=model,
-        artifact=artifact,
-        n_ctx=(cfg and cfg.ctx) or chosen.n_ctx,
-        slots=(cfg and cfg.slots) or chosen.slots,
-        kv_type=(cfg and cfg.kv_type) or chosen.kv_type,
-        reason=chosen.reason if not forced or forced == chosen.runtime else f"--runtime {forced}",
-        runtime=forced or chosen.runtime,
-        tensor_parallel=chosen.tensor_parallel,
-        gpu_bytes=chosen.memory.gpu_bytes,
-    )
-
-
-def load_runtime(spec: LoadSpec, cfg: ServeConfig, hw: Hardware):
+    Imported here, not above: a vLLM-only image need not have llama.cpp's library, nor the
+    reverse.
+    """
     if spec.runtime == "vllm":
-        from appliance.serve_vllm import load_vllm
+        from appliance.serve.vllm import load_vllm
 
-        return load_vllm(spec, cfg, hw, log=lambda m: console.print(f"[dim]{m}[/]"))
-    from appliance.models.store import fetch
-    from appliance.paths import data_dir
-    from runtimes.llamacpp.engine import EngineConfig
-    from runtimes.llamacpp.runtime import LlamaCppRuntime
+        return load_vllm(spec, cfg, hw, log=_dim)
+    from appliance.serve.llamacpp import load_llamacpp
 
-    path = fetch(
-        spec.model, spec.artifact, log=lambda m: console.print(f"[dim]{m}[/]"),
-        air_gapped=cfg.router.air_gapped, mirror=cfg.model_mirror,
-    )
-    threads = cfg.threads or hw.cpu.physical_cores or os.cpu_count() or 1
-    engine_cfg = EngineConfig(
-        model_path=path,
-        n_ctx=spec.n_ctx,
-        n_slots=spec.slots,
-        n_threads=threads,
-        n_threads_batch=threads,
-        kv_type=spec.kv_type,
-        n_gpu_layers=-1 if hw.llama_gpu_offload else 0,
-        prefix_store_dir=(data_dir() / "prefix-cache" / spec.model.name) if cfg.prefix_store else None,
-    )
-    return LlamaCppRuntime.load(spec.model, engine_cfg)
+    return load_llamacpp(spec, cfg, hw, log=_dim)
+
+
+def _dim(message: str) -> None:
+    console.print(f"[dim]{message}[/]")
 
 
 def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
-    from appliance.api import ModelRegistry, catalog_resolver, create_app
-    from appliance.config import ConfigError
-    from appliance.router.build import build_routing, describe_routing
-
-    hw = _hardware(cfg)
+    hw = machine(cfg.profile)
     try:
         specs = decide(cfg, hw)
     except ServeError as e:

@@ -1,4 +1,4 @@
-"""`appliance convert`: a GGUF from the store (or a file) -> a Hugging Face folder vLLM can load.
+"""A GGUF file -> a Hugging Face folder vLLM can load (`appliance convert` picks the file).
 
 The conversion needs torch and transformers, which the appliance itself does not depend on
 (hundreds of MB that the llama.cpp path never uses). vLLM's own venv already has both, and
@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from runtimes.vllm import venv
-from runtimes.vllm.checkpoints import converted_dir
 
 WORKER = Path(__file__).with_name("gguf_to_hf.py")
 
@@ -48,23 +47,3 @@ def convert_gguf(gguf: Path, out: Path, python: str | None = None, dtype: str = 
     if result.returncode != 0:
         raise ConvertError(f"conversion failed:\n{(result.stderr or result.stdout).strip()[-2000:]}")
     return out
-
-
-def convert_model(name_or_file: str, quant: str | None, out: Path | None, python: str | None) -> Path:
-    """A catalog model (fetched into the store first if needed) or a .gguf path."""
-    from appliance.models.store import fetch
-    from quantization.catalog import load_catalog
-
-    path = Path(name_or_file)
-    if path.suffix == ".gguf":
-        return convert_gguf(path, out or path.with_suffix(""), python)
-    model = load_catalog().get(name_or_file)
-    if model is None:
-        raise ConvertError(f"unknown model {name_or_file!r} (give a catalog name or a .gguf file)")
-    ggufs = [a for a in model.artifacts if a.format == "gguf"]
-    artifact = next((a for a in ggufs if quant and a.quant.lower() == quant.lower()), None)
-    artifact = artifact or (None if quant else (ggufs[0] if ggufs else None))
-    if artifact is None:
-        raise ConvertError(f"{model.name} has no GGUF {quant or ''} artifact to convert")
-    gguf = fetch(model, artifact, log=lambda m: print(m, file=sys.stderr))
-    return convert_gguf(gguf, out or converted_dir(model), python)

@@ -118,7 +118,7 @@ class FakeOpenAI(FakeProvider):
             "created": int(time.time()),
             "model": body["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": _finish(reply)}],
-            "usage": _usage(body, n_out),
+            "usage": _usage(body, n_out, reply.cached_tokens),
         }
 
     def _chat_deltas(self, reply: Reply) -> list[dict[str, Any]]:
@@ -154,7 +154,7 @@ class FakeOpenAI(FakeProvider):
                     "object": "chat.completion.chunk",
                     "model": model,
                     "choices": [],
-                    "usage": _usage(body, len(deltas)),
+                    "usage": _usage(body, len(deltas), reply.cached_tokens),
                 }
             )
         yield "data: [DONE]\n\n"
@@ -191,13 +191,13 @@ def _finish(reply: Reply) -> str:
     return reply.finish or ("tool_calls" if reply.tool_calls else "stop")
 
 
-def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
+def _usage(body: dict[str, Any], completion: int, cached: int = 0) -> dict[str, Any]:
     prompt = prompt_tokens(body)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
     }
 
 

@@ -18,8 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-
-from appliance.api.testing import running_server
+from live_server import running_server
 
 
 @dataclass
@@ -30,6 +29,7 @@ class Reply:
     reasoning: str = ""
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     finish: str | None = None  # None: the natural one (stop, or tool calls)
+    cached_tokens: int = 0  # prompt tokens reported as read from the provider's cache (OpenAI)
 
 
 ReplyFn = Callable[[dict[str, Any]], Reply]

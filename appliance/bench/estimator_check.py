@@ -8,7 +8,7 @@ with `estimate(..., backend="cpu")`, term by term.
 Each load runs in a child process (`--probe`), so llama.cpp's global log hook and its
 memory never touch the caller.
 
-    python -m quantization.validate [--markdown]
+    python -m appliance.bench.estimator_check [--markdown]
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def probe(path: Path, n_ctx: int, n_seq: int = 1, *, n_ubatch: int = N_UBATCH,
           flash_attn: bool = True, repack: bool = False) -> Measured:
     """What llama.cpp allocates for this model and context (weight repacking off by default:
     on the CPU it keeps a second, repacked copy of some weights; see `--markdown` notes)."""
-    cmd = [sys.executable, "-m", "quantization.validate", "--probe", str(path), "--n-ctx", str(n_ctx),
-           "--n-seq", str(n_seq), "--n-ubatch", str(n_ubatch)]
+    cmd = [sys.executable, "-m", "appliance.bench.estimator_check", "--probe", str(path),
+           "--n-ctx", str(n_ctx), "--n-seq", str(n_seq), "--n-ubatch", str(n_ubatch)]
     cmd += [] if flash_attn else ["--no-flash-attn"]
     cmd += ["--repack"] if repack else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(

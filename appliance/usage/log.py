@@ -1,7 +1,8 @@
 """The usage log: one SQLite row per request (local and cloud), and the daily budget.
 
 A row says when, which route and why, which models, how many tokens, what it cost
-and how long it took; never any prompt or answer text, so the log can be kept and
+(the provider's one `Price.cost`, cached prompt tokens at the cached price) and how
+long it took; never any prompt or answer text, so the log can be kept and
 shared for audits. Writes go through a background thread so recording never adds
 a disk sync to a request; today's cloud spend is kept in memory for the budget
 check and seeded from the database at start.
@@ -18,6 +19,9 @@ from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
+from runtimes.base import Usage
+from runtimes.upstream.config import Price
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
@@ -29,6 +33,7 @@ CREATE TABLE IF NOT EXISTS requests (
     served_model TEXT NOT NULL,
     provider TEXT NOT NULL,        -- 'local' or the cloud provider's name
     prompt_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,  -- of prompt_tokens, read from a cache
     completion_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
     latency_ms REAL NOT NULL,
@@ -36,17 +41,6 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_day ON requests(day);
 """
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per million tokens."""
-
-    input: float
-    output: float
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
 
 
 @dataclass(frozen=True)
@@ -59,6 +53,7 @@ class UsageRecord:
     served_model: str
     provider: str
     prompt_tokens: int
+    cached_tokens: int
     completion_tokens: int
     cost_usd: float
     latency_ms: float
@@ -75,6 +70,9 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    if "cached_tokens" not in columns:  # a log written before cached tokens were recorded
+        db.execute("ALTER TABLE requests ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
     return db
 
 
@@ -95,9 +93,10 @@ class UsageLog:
         self._writer.start()
 
     # -- recording ------------------------------------------------------------------------
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, model: str, usage: Usage) -> float:
+        """What `model` charges for `usage` at its configured price (0 when it has none)."""
         price = self.prices.get(model)
-        return price.cost(prompt_tokens, completion_tokens) if price else 0.0
+        return price.cost(usage) if price else 0.0
 
     def record(
         self,
@@ -109,6 +108,7 @@ class UsageLog:
         served_model: str,
         provider: str,
         prompt_tokens: int = 0,
+        cached_tokens: int = 0,
         completion_tokens: int = 0,
         latency_ms: float = 0.0,
         status: str = "ok",
@@ -118,10 +118,11 @@ class UsageLog:
         price, else by model name) and counted against today's spend at once."""
         cost = 0.0
         if route == "cloud":
-            cost = self.cost(served_model, prompt_tokens, completion_tokens) if cost_usd is None else cost_usd
+            usage = Usage(prompt_tokens, completion_tokens, cached_tokens=cached_tokens)
+            cost = self.cost(served_model, usage) if cost_usd is None else cost_usd
         rec = UsageRecord(
             started, utc_day(started), route, reason, requested_model, served_model, provider,
-            prompt_tokens, completion_tokens, cost, latency_ms, status,
+            prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status,
         )
         if cost:
             with self._lock:

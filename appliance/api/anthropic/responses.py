@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.api.errors import ApiError
-from appliance.api.responses import new_id
+from appliance.api.http import new_id
 from appliance.api.sse import sse_event
 from runtimes.base import Event, Usage
 from runtimes.upstream.anthropic_format import TO_STOP_REASON, tool_input, usage_to_anthropic

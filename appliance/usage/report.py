@@ -1,7 +1,8 @@
 """`appliance usage`: spend by day and model, and what an all-cloud setup would have cost.
 
 "All cloud" prices every locally served token at a reference cloud model's price
-(`router.reference_cloud_model`), so the table shows what the appliance saved.
+(`router.reference_cloud_model`), so the table shows what the appliance saved. Both
+use the one `Price.cost`: prompt tokens read from a cache at the cached price.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from appliance.usage import Price
+from runtimes.base import Usage
+from runtimes.upstream.config import Price
 
 
 @dataclass
@@ -24,6 +26,7 @@ class UsageRow:
     model: str
     requests: int
     prompt_tokens: int
+    cached_tokens: int
     completion_tokens: int
     cost_usd: float
     all_cloud_usd: float | None  # None: no reference price to value local tokens
@@ -34,9 +37,12 @@ def summarize(db_path: Path, reference: Price | None, days: int = 30) -> list[Us
         return []
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        # A log no serve has opened since cached tokens were recorded has no such column.
+        cached = "SUM(cached_tokens)" if "cached_tokens" in columns else "0"
         rows = db.execute(
-            """SELECT day, route, served_model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
-                      SUM(cost_usd)
+            f"""SELECT day, route, served_model, COUNT(*), SUM(prompt_tokens), {cached},
+                      SUM(completion_tokens), SUM(cost_usd)
                FROM requests WHERE day >= date('now', ?)
                GROUP BY day, route, served_model ORDER BY day, route, served_model""",
             (f"-{max(0, days - 1)} days",),
@@ -44,10 +50,11 @@ def summarize(db_path: Path, reference: Price | None, days: int = 30) -> list[Us
     finally:
         db.close()
     out = []
-    for day, route, model, n, pin, pout, cost in rows:
-        local_value = reference.cost(pin, pout) if reference else None
+    for day, route, model, n, pin, pcached, pout, cost in rows:
+        usage = Usage(prompt_tokens=pin, completion_tokens=pout, cached_tokens=pcached)
+        local_value = reference.cost(usage) if reference else None
         cloud = local_value if route == "local" else cost
-        out.append(UsageRow(day, route, model, n, pin, pout, cost, cloud))
+        out.append(UsageRow(day, route, model, n, pin, pcached, pout, cost, cloud))
     return out
 
 
@@ -60,12 +67,13 @@ def print_usage(rows: list[UsageRow], reference_name: str | None, as_json: bool)
         console.print("no requests recorded yet")
         return
     table = Table(title="Usage by day and model", box=None, header_style="bold")
-    columns = ("day", "route", "model", "requests", "prompt tok", "output tok", "cost USD", "all-cloud USD")
+    columns = ("day", "route", "model", "requests", "prompt tok", "cached tok", "output tok", "cost USD",
+               "all-cloud USD")
     for col in columns:
         table.add_column(col, justify="left" if col in ("day", "route", "model") else "right")
     for r in rows:
         cloud = "-" if r.all_cloud_usd is None else f"{r.all_cloud_usd:.4f}"
-        table.add_row(r.day, r.route, r.model, str(r.requests), str(r.prompt_tokens),
+        table.add_row(r.day, r.route, r.model, str(r.requests), str(r.prompt_tokens), str(r.cached_tokens),
                       str(r.completion_tokens), f"{r.cost_usd:.4f}", cloud)
     console.print(table)
     spent = sum(r.cost_usd for r in rows)

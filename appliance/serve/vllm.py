@@ -11,19 +11,16 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import TYPE_CHECKING
 
 from appliance.config import ServeConfig
 from appliance.hardware.types import Hardware
+from appliance.models.checkpoints import resolve_checkpoint
 from appliance.paths import data_dir
+from appliance.serve.choice import LoadSpec
 from runtimes.vllm import venv
-from runtimes.vllm.checkpoints import resolve_checkpoint
 from runtimes.vllm.flags import GpuMemory, VllmLaunch, VllmTarget, vllm_args
 from runtimes.vllm.runtime import VllmRuntime
 from runtimes.vllm.supervisor import Supervisor, SupervisorConfig
-
-if TYPE_CHECKING:
-    from appliance.serve import LoadSpec
 
 API_SERVER = ["-m", "vllm.entrypoints.openai.api_server"]
 COMMAND_ENV = "APPLIANCE_VLLM_COMMAND"  # the launch command as a shell string (containers set it)

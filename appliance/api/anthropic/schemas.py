@@ -1,7 +1,7 @@
 """The Anthropic Messages request bodies we accept (what Claude Code sends), as pydantic models.
 
-Like schemas.py for OpenAI: strict types, unknown top-level fields ignored, and the
-models only validate. Block-level meaning (tool_use, tool_result, refused images)
+Like the OpenAI dialect's schemas.py: strict types, unknown top-level fields ignored,
+and the models only validate. Block-level meaning (tool_use, tool_result, refused images)
 is checked by the translation in runtimes/upstream/anthropic_format.py, which works
 on the client's own dicts so argument text and key order survive for the prefix cache.
 """
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from appliance.api.schemas import OpenModel, StrictModel
+from appliance.api.http import OpenModel, StrictModel
 
 
 class Block(OpenModel):

@@ -1,4 +1,5 @@
-"""Where vLLM's Hugging Face-format checkpoints live in the model store.
+"""Where vLLM's Hugging Face-format checkpoints live in the model store (the store's layout,
+so the vLLM runtime itself never needs to know where models are kept).
 
 GGUF files sit at `models/<name>/<file>.gguf`; a vLLM checkpoint is a folder beside them:
 `models/<name>/<QUANT>/` for a downloaded AWQ/GPTQ/FP8/BF16 checkpoint, `models/<name>/hf/`

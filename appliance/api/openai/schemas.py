@@ -12,17 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class OpenModel(BaseModel):
-    """Nested objects whose extra keys we pass through untouched."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
+from appliance.api.http import OpenModel, StrictModel
 
 
 class ContentPart(OpenModel):

@@ -19,7 +19,8 @@ from appliance.config import ConfigError, ServeConfig
 from appliance.paths import data_dir
 from appliance.router.decide import CloudSide, Router
 from appliance.router.policy import PolicyError, load_rules
-from appliance.usage import Price, UsageLog
+from appliance.usage.log import UsageLog
+from runtimes.upstream.config import Price
 
 
 def usage_db_path() -> Path:
@@ -40,13 +41,13 @@ def cloud_config(cfg: ServeConfig) -> Any | None:
 
 
 def cloud_prices(cfg: ServeConfig) -> dict[str, Price]:
-    """USD per million tokens for each cloud model name clients use."""
+    """Each cloud model name's price (its first provider's), whole: cached input included."""
     cloud = cloud_config(cfg)
     out: dict[str, Price] = {}
     for provider in cloud.providers if cloud else ():
         for name, model in provider.models.items():
             if model.price is not None:
-                out.setdefault(name, Price(model.price.input, model.price.output))
+                out.setdefault(name, model.price)
     return out
 
 

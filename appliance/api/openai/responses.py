@@ -8,16 +8,12 @@ keeps those rules in one place for streamed and whole responses alike.
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.api.http import new_id
 from runtimes.base import Event, ToolCallDelta, Usage
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
 
 
 def usage_dict(usage: Usage | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.api.errors import ApiError
-from appliance.api.schemas import ChatCompletionBody, CompletionBody, SamplingFields
+from appliance.api.openai.schemas import ChatCompletionBody, CompletionBody, SamplingFields
 from runtimes.base import ChatRequest, CompletionRequest, Sampling
 
 # Keys of a message the runtime may use; anything else a client adds is dropped.

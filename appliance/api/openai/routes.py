@@ -7,49 +7,28 @@ not an error inside a 200 stream), then answer whole or as SSE.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from fastapi.responses import Response
 
-from appliance.api.convert import chat_request, completion_request
-from appliance.api.errors import ApiError, from_runtime_error, internal_error
-from appliance.api.generation import ClientGone, Generation, start, unless_disconnected
+from appliance.api.errors import from_runtime_error, internal_error
+from appliance.api.generation import ClientGone, Generation, start
+from appliance.api.http import CLIENT_CLOSED, finish_error, new_id, read_body, request_id, whole_response
 from appliance.api.metrics import Metrics
+from appliance.api.openai.convert import chat_request, completion_request
+from appliance.api.openai.responses import ChatCollector, ChatStream, TextStream, text_response
+from appliance.api.openai.schemas import ChatCompletionBody, CompletionBody
 from appliance.api.registry import ModelRegistry
-from appliance.api.responses import ChatCollector, ChatStream, TextStream, new_id, text_response
 from appliance.api.routing import ChatDispatcher, resolve_local, route_headers
-from appliance.api.schemas import ChatCompletionBody, CompletionBody
 from appliance.api.sse import DONE, SSEResponse, sse
 from appliance.router.decide import Decision
 from runtimes.base import Event, Runtime, RuntimeError_
 
 log = logging.getLogger("appliance.api")
-B = TypeVar("B", bound=BaseModel)
-
-# Sent instead of a response when the client has already gone (nginx's convention).
-CLIENT_CLOSED = 499
-
-
-async def read_body(request: Request, model: type[B]) -> tuple[B, dict[str, Any]]:
-    """The validated body and the raw dict it came from (400 on bad JSON or types)."""
-    raw_bytes = await request.body()
-    if not raw_bytes.strip():
-        raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        raw = json.loads(raw_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(raw, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    return model.model_validate(raw), raw
-
-
 COMPLETIONS_REASON = "completions-local"
 
 
@@ -58,31 +37,14 @@ def local_headers(runtime: Runtime) -> dict[str, str]:
     return route_headers("local", COMPLETIONS_REASON, runtime.id)
 
 
-def _request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
-
-
-def _stream_error(exc: Exception, request_id: str) -> bytes:
+def _stream_error(exc: Exception, rid: str) -> bytes:
     if isinstance(exc, RuntimeError_):
         return sse(from_runtime_error(exc).body())
-    log.error("request %s: error while streaming", request_id, exc_info=exc)
-    return sse(internal_error(request_id).body())
+    log.error("request %s: error while streaming", rid, exc_info=exc)
+    return sse(internal_error(rid).body())
 
 
-def finish_error(finish: str | None) -> ApiError | None:
-    """A runtime that ends with `error`/`cancelled` did not produce a usable answer."""
-    if finish == "error":
-        return ApiError(
-            500, "The runtime failed while generating.", type="server_error", code="runtime_error"
-        )
-    if finish == "cancelled":
-        return ApiError(
-            503, "The generation was cancelled by the server.", type="server_error", code="cancelled"
-        )
-    return None
-
-
-def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispatcher) -> APIRouter:
+def build_openai_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispatcher) -> APIRouter:
     router = APIRouter()
 
     def generation(
@@ -91,7 +53,7 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
         return Generation(
             events,
             model=runtime.id,
-            request_id=_request_id(request),
+            request_id=request_id(request),
             route=route,
             metrics=metrics,
             started=started,
@@ -100,7 +62,7 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body, raw = await read_body(request, ChatCompletionBody)
-        req = chat_request(body, raw, body.model, _request_id(request))
+        req = chat_request(body, raw, body.model, request_id(request))
         try:
             started = await dispatcher.start_chat(request, req, body.model)
         except ClientGone:
@@ -112,22 +74,17 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
             return SSEResponse(_sse(gen, state, [state.role()]), headers=headers, on_close=gen.aclose)
         collector = ChatCollector()
 
-        async def collect() -> dict[str, Any]:
-            async for ev in gen.events():
-                collector.add(ev)
-            err = finish_error(gen.finish)
-            if err:
-                raise err
+        def answer() -> dict[str, Any]:
             return collector.response(completion_id, model, gen.finish, gen.usage)
 
-        return await whole_response(request, gen, collect, headers)
+        return await whole_response(request, gen, collector.add, answer, headers)
 
     @router.post("/v1/completions")
     async def completions(request: Request) -> Response:
         started = time.perf_counter()
         body, _ = await read_body(request, CompletionBody)
         runtime = resolve_local(models, body.model)
-        req = completion_request(body, runtime.id, _request_id(request))
+        req = completion_request(body, runtime.id, request_id(request))
         gen = generation(request, runtime, "completion", started, runtime.complete(req))
         gen.on_close = dispatcher.recorder(Decision("local", COMPLETIONS_REASON, runtime.id), body.model)
         try:
@@ -140,14 +97,12 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
             state = TextStream(completion_id, runtime.id, body.include_usage)
             return SSEResponse(_sse(gen, state, []), headers=headers, on_close=gen.aclose)
 
-        async def collect() -> dict[str, Any]:
-            text = "".join([ev.content async for ev in gen.events()])
-            err = finish_error(gen.finish)
-            if err:
-                raise err
-            return text_response(completion_id, runtime.id, text, gen.finish, gen.usage)
+        pieces: list[str] = []
 
-        return await whole_response(request, gen, collect, headers)
+        def answer() -> dict[str, Any]:
+            return text_response(completion_id, runtime.id, "".join(pieces), gen.finish, gen.usage)
+
+        return await whole_response(request, gen, lambda ev: pieces.append(ev.content), answer, headers)
 
     @router.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -158,22 +113,6 @@ def build_router(models: ModelRegistry, metrics: Metrics, dispatcher: ChatDispat
         return _model_card(models, resolve_local(models, model_id))
 
     return router
-
-
-async def whole_response(
-    request: Request, gen: Generation, collect: Callable[[], Any], headers: dict[str, str]
-) -> Response:
-    """A non-streamed answer; the runtime is closed whether it finishes, fails or the client leaves."""
-    outcome = "error"
-    try:
-        result = await unless_disconnected(request, collect)
-        outcome = "ok"
-        return JSONResponse(result, headers=headers)
-    except ClientGone:
-        outcome = "client_gone"
-        return Response(status_code=CLIENT_CLOSED)
-    finally:
-        await gen.aclose(outcome)
 
 
 async def _sse(

@@ -18,13 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from appliance.api.anthropic_responses import MessageCollector, MessageStream, error_body
-from appliance.api.anthropic_schemas import CountTokensBody, MessagesBody
+from appliance.api.anthropic.responses import MessageCollector, MessageStream, error_body
+from appliance.api.anthropic.schemas import CountTokensBody, MessagesBody
 from appliance.api.errors import ApiError, from_runtime_error, from_validation_error, internal_error
 from appliance.api.generation import ClientGone, Generation
-from appliance.api.openai_routes import CLIENT_CLOSED, finish_error, read_body, whole_response
-from appliance.api.responses import new_id
-from appliance.api.routing import ChatDispatcher, request_id, resolve_local
+from appliance.api.http import CLIENT_CLOSED, finish_error, new_id, read_body, request_id, whole_response
+from appliance.api.routing import ChatDispatcher, resolve_local
 from appliance.api.sse import SSEResponse
 from appliance.router.capacity import prompt_tokens
 from runtimes.base import ChatRequest, RuntimeError_, Sampling
@@ -99,16 +98,11 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
             return SSEResponse(_events(gen, stream), headers=headers, on_close=gen.aclose)
         collector = MessageCollector()
 
-        async def collect() -> dict[str, Any]:
-            async for ev in gen.events():
-                collector.add(ev)
-            err = finish_error(gen.finish)
-            if err:
-                raise err
+        def answer() -> dict[str, Any]:
             return collector.message(message_id, model, gen.finish, gen.usage)
 
         try:
-            return await whole_response(request, gen, collect, headers)
+            return await whole_response(request, gen, collector.add, answer, headers)
         except Exception as exc:
             return error_response(exc, rid)
 

@@ -1,0 +1,35 @@
+"""Loading a llama.cpp model for `appliance serve`: fetch the GGUF, size the engine, load."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from appliance.config import ServeConfig
+from appliance.hardware.types import Hardware
+from appliance.models.store import fetch
+from appliance.paths import data_dir
+from appliance.serve.choice import LoadSpec
+from runtimes.llamacpp.engine import EngineConfig
+from runtimes.llamacpp.runtime import LlamaCppRuntime
+
+
+def load_llamacpp(
+    spec: LoadSpec, cfg: ServeConfig, hw: Hardware, log: Callable[[str], None]
+) -> LlamaCppRuntime:
+    """The engine in this process; the prefix store goes under the data dir, per model."""
+    path = fetch(
+        spec.model, spec.artifact, log=log, air_gapped=cfg.router.air_gapped, mirror=cfg.model_mirror
+    )
+    threads = cfg.threads or hw.cpu.physical_cores or os.cpu_count() or 1
+    engine_cfg = EngineConfig(
+        model_path=path,
+        n_ctx=spec.n_ctx,
+        n_slots=spec.slots,
+        n_threads=threads,
+        n_threads_batch=threads,
+        kv_type=spec.kv_type,
+        n_gpu_layers=-1 if hw.llama_gpu_offload else 0,
+        prefix_store_dir=(data_dir() / "prefix-cache" / spec.model.name) if cfg.prefix_store else None,
+    )
+    return LlamaCppRuntime.load(spec.model, engine_cfg)
