@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from appliance.hardware.types import CPU, GPU, GiB, GPUProcess, Hardware
+from appliance.hardware.types import CPU, GPU, GPUProcess, Hardware
+from appliance.units import GiB, MiB
 
-MiB = 1024**2
 _UNITS = {"_gib": GiB, "_mib": MiB}
 PACKAGE = "hardware_profiles"
 
@@ -87,3 +87,12 @@ def load_profile(name: str) -> Hardware:
     _check_keys(data, Hardware, f"profile {name}")
     data.setdefault("os", "linux")
     return Hardware(name=name, source=f"profile:{name}", **data)
+
+
+def machine(profile: str | None) -> Hardware:
+    """The machine to plan for: the named profile, else this one as detected."""
+    if profile:
+        return load_profile(profile)
+    from appliance.hardware.detect import detect
+
+    return detect()

@@ -2,7 +2,7 @@
 
 The planner decides context length and slot count from this, so each term follows what
 llama.cpp (the version vendored in llama-cpp-python 0.3.36) really allocates, checked
-against its own logs by `quantization.validate`:
+against its own logs by `appliance.bench.estimator_check`:
 
 - weights: the file as-is (the mmapped model buffer). On GPU backends llama.cpp keeps the
   input token-embedding table in (mmapped, evictable) host memory, so untied models need
@@ -21,14 +21,11 @@ against its own logs by `quantization.validate`:
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel
 
 from quantization import formats
 from quantization.catalog import Architecture, Artifact, ModelSpec
-
-Backend = Literal["cuda", "metal", "rocm", "cpu"]
+from quantization.formats import Backend
 
 MiB = 1 << 20
 GiB = 1 << 30

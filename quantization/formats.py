@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Runtime = Literal["llama.cpp", "vllm"]
-Backend = Literal["cuda", "metal", "rocm", "cpu"]
+# Which engine serves a format (not `runtimes.base.Runtime`, the protocol of a loaded model).
+RuntimeKind = Literal["llama.cpp", "vllm"]
+Backend = Literal["cuda", "metal", "rocm", "cpu"]  # the compute backend a runtime runs on
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ CHECKPOINT_LINEAR_BPW: dict[str, float] = {
 EMBEDDING_BPW_16 = 16.0
 
 # Which runtime serves which on-disk format.
-RUNTIME_FORMATS: dict[Runtime, frozenset[str]] = {
+RUNTIME_FORMATS: dict[RuntimeKind, frozenset[str]] = {
     "llama.cpp": frozenset({"gguf"}),
     "vllm": frozenset({"awq", "gptq", "fp8", "bf16"}),
 }
@@ -221,7 +222,7 @@ VLLM_MIN_CC = 7.0
 
 def supported(
     fmt: str,
-    runtime: Runtime,
+    runtime: RuntimeKind,
     compute_capability: Capability = None,
     backend: Backend | None = None,
 ) -> Support:

@@ -187,7 +187,7 @@ def test_max_context_with_experts_in_ram_on_8gb() -> None:
 
 @pytest.mark.slow
 def test_estimate_within_10_percent_of_llamacpp(qwen_path, smollm_path, gemma_path) -> None:
-    from quantization.validate import TOLERANCE, run_all, run_stress
+    from appliance.bench.estimator_check import TOLERANCE, run_all, run_stress
 
     paths = {
         "qwen2.5-coder-0.5b-instruct": qwen_path,

@@ -14,10 +14,9 @@ from appliance.hardware.apple import (
 )
 from appliance.hardware.cpu import detect_cpu_macos
 from appliance.hardware.detect import detect
-from appliance.hardware.types import GiB
+from appliance.units import GiB
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
-MiB = 1024**2
 
 
 def mac(name: str):

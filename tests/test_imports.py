@@ -43,8 +43,9 @@ def _imported(tree: ast.Module, name: str, is_package: bool) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            out.add(module)
-            out.update(f"{module}.{a.name}" for a in node.names)
+            # `from pkg import sub` depends on pkg.sub (resolved back to pkg when sub is a name
+            # defined in pkg/__init__.py), not on the package's __init__ as well.
+            out.update(f"{module}.{a.name}" if module else a.name for a in node.names)
     return out
 
 

@@ -12,12 +12,15 @@ import json
 import pytest
 from rich.console import Console
 
-from appliance import planner
 from appliance.cli import main as cli_main
-from appliance.hardware.types import CPU, GPU, GiB, Hardware
-from appliance.planner import Candidate, Plan, assume_downloadable, memory_budget, plan
-from appliance.planner_report import print_plan
+from appliance.hardware.types import CPU, GPU, Hardware
+from appliance.planner import Candidate, Option, Plan, assume_downloadable, memory_budget, plan
+from appliance.planner.budget import EXTRA_GPU_OVERHEAD
+from appliance.planner.needs import MAIN_GOOD_CTX, MAIN_MIN_CTX, SMALL_MAX_PARAMS, TYPICAL_CTX
+from appliance.planner.report import print_plan
+from appliance.planner.speed import GPU_EFFICIENCY, GPU_TOKEN_OVERHEAD_S, decode_speed
 from appliance.profiles import list_profiles, load_profile
+from appliance.units import GiB
 from quantization import formats
 from quantization.catalog import Catalog, load_catalog
 from quantization.estimator import estimate
@@ -85,7 +88,7 @@ def test_every_profile_plans_and_the_choice_fits(profile: str) -> None:
         assert _fits(p, p.small)
         assert p.small.model != p.main.model
     assert p.headroom_gpu_bytes >= 0 and p.headroom_ram_bytes >= 0
-    assert p.main.reason and p.main.tok_s > 0 and p.main.n_ctx >= planner.MAIN_MIN_CTX
+    assert p.main.reason and p.main.tok_s > 0 and p.main.n_ctx >= MAIN_MIN_CTX
     json.dumps(p.model_dump(mode="json"))
 
 
@@ -93,7 +96,7 @@ def test_every_profile_plans_and_the_choice_fits(profile: str) -> None:
 def test_every_profile_prefers_a_usable_agent_context(profile: str) -> None:
     """A coding agent's prompt alone is ~8k tokens; every profile here has the memory for a
     model at >= 32k, so the chosen main model must get it."""
-    assert _plan(profile).main.n_ctx >= planner.MAIN_GOOD_CTX  # type: ignore[union-attr]
+    assert _plan(profile).main.n_ctx >= MAIN_GOOD_CTX  # type: ignore[union-attr]
 
 
 # ----------------------------------------------------------------------------- expectations
@@ -186,7 +189,7 @@ def test_two_identical_gpus_use_tensor_parallel_and_a_split() -> None:
     hw = load_profile("2x-rtx-3090")
     b = memory_budget(hw)
     free = [g.free_bytes for g in hw.gpus]
-    assert b.gpu_bytes == sum(free) - planner.EXTRA_GPU_OVERHEAD
+    assert b.gpu_bytes == sum(free) - EXTRA_GPU_OVERHEAD
     assert (b.vllm_tp, b.vllm_gpu_bytes) == (2, 2 * min(free))
     m = _plan("2x-rtx-3090").main
     assert m is not None and m.runtime == "vllm" and m.tensor_parallel == 2
@@ -271,10 +274,10 @@ def test_decode_speed_is_bandwidth_over_bytes_per_token() -> None:
     art = model.artifact("Q4_K_M")
     assert art is not None
     budget = memory_budget(_gpu_box(20))
-    opt = planner.Option(model, art, "llama.cpp", "gpu", "cuda")
-    tok_s, basis = planner.decode_speed(opt, "f16", 32768, budget)
-    read = art.size_bytes + kv_cache_bytes(model.arch, planner.TYPICAL_CTX["main"], "f16")
-    expected = 1 / (read / (500e9 * planner.GPU_EFFICIENCY) + planner.GPU_TOKEN_OVERHEAD_S)
+    opt = Option(model, art, "llama.cpp", "gpu", "cuda")
+    tok_s, basis = decode_speed(opt, "f16", 32768, budget)
+    read = art.size_bytes + kv_cache_bytes(model.arch, TYPICAL_CTX["main"], "f16")
+    expected = 1 / (read / (500e9 * GPU_EFFICIENCY) + GPU_TOKEN_OVERHEAD_S)
     assert tok_s == pytest.approx(expected)
     assert "500 GB/s" in basis
 
@@ -306,7 +309,7 @@ def test_small_model_is_smaller_than_main() -> None:
             specs = load_catalog()
             small, main = specs.get(p.small.model), specs.get(p.main.model)
             assert small is not None and main is not None
-            assert small.params_total <= min(planner.SMALL_MAX_PARAMS, main.params_total / 2)
+            assert small.params_total <= min(SMALL_MAX_PARAMS, main.params_total / 2)
 
 
 # ----------------------------------------------------------------------------- output
@@ -340,6 +343,6 @@ def test_cpu_speed_model_matches_this_box() -> None:
     for name, measured in [("qwen2.5-coder-0.5b-instruct", 54), ("smollm2-135m-instruct", 159)]:
         model = load_catalog().get(name)
         assert model is not None
-        opt = planner.Option(model, model.artifacts[0], "llama.cpp", "cpu", "cpu")
-        tok_s, _ = planner.decode_speed(opt, "f16", 256, budget)
+        opt = Option(model, model.artifacts[0], "llama.cpp", "cpu", "cpu")
+        tok_s, _ = decode_speed(opt, "f16", 256, budget)
         assert tok_s == pytest.approx(measured, rel=0.25)

@@ -10,10 +10,10 @@ from rich.console import Console
 from appliance.hardware.apple import METAL_RESERVE_BYTES, metal_budget_bytes
 from appliance.hardware.bandwidth import apple_bandwidth_gbps, apple_chip, gpu_bandwidth_gbps
 from appliance.hardware.report import print_hardware
-from appliance.hardware.types import GiB, Hardware
+from appliance.hardware.types import Hardware
 from appliance.profiles import list_profiles, load_profile, profile_description
+from appliance.units import GiB, MiB
 
-MiB = 1024**2
 REQUIRED = {
     "rtx-4090",
     "rtx-3090",

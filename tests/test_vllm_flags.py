@@ -100,6 +100,21 @@ def test_h100_plan_is_fp8_and_leaves_the_small_models_gpu_memory():
     assert _flag(shared.args, "--max-model-len") == str(c.n_ctx)
 
 
+@pytest.mark.parametrize("profile", ["rtx-4090", "rtx-3090", "2x-rtx-3090", "a100-80gb", "h100-80gb"])
+def test_the_plan_prints_the_utilization_serve_passes(profile):
+    """`appliance plan`'s launch line and `appliance serve` size --gpu-memory-utilization with one
+    formula: the free memory of the GPUs vLLM uses, less what the small model loads after it."""
+    c, hw = _main(profile)
+    p = plan(hw, available=assume_downloadable)
+    reserve = p.small.memory.gpu_bytes if p.small else 0
+    gpus = _gpus(hw)[: c.tensor_parallel]
+    cc = p.budget.compute_capability
+    launch = vllm_args(_target(c), 8100, gpus=gpus, compute_capability=cc, reserve_bytes=reserve)
+    line = next(n for n in p.notes if n.startswith("main: vLLM"))
+    printed = _flag(line.split(), "--gpu-memory-utilization")
+    assert printed is not None and printed == _flag(launch.args, "--gpu-memory-utilization")
+
+
 def test_quantization_follows_the_checkpoints_own_config(tmp_path):
     """A compressed-tensors FP8 checkpoint is not "fp8" to vLLM: the folder's config wins."""
     model = load_catalog().get("devstral-small-24b")

@@ -22,7 +22,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from appliance.planner import assume_downloadable, plan
-    from appliance.planner_report import print_plan
+    from appliance.planner.report import print_plan
     from appliance.profiles import machine
 
     # A profile is a machine we are not on: what this box has downloaded says nothing about it.

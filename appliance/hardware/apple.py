@@ -11,11 +11,11 @@ import subprocess
 from collections.abc import Callable
 
 from appliance.hardware.bandwidth import apple_bandwidth_gbps, apple_chip
-from appliance.hardware.types import GPU, GiB
+from appliance.hardware.types import GPU
+from appliance.units import GiB, MiB
 
 Sysctl = Callable[[str], str | None]
 
-MiB = 1024**2
 # Held back from the budget for Metal's own buffers and the window server.
 METAL_RESERVE_BYTES = 512 * MiB
 SMALL_MAC_BYTES = 36 * GiB

@@ -8,13 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from appliance.hardware.llama_build import cpu_only_warning
-from appliance.hardware.types import GPU, GiB, Hardware
-
-MiB = 1024**2
-
-
-def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+from appliance.hardware.types import GPU, Hardware
+from appliance.units import MiB, gib
 
 
 def _processes(gpu: GPU) -> str:
@@ -44,8 +39,8 @@ def _gpu_table(hw: Hardware, wide: bool) -> Table:
         row = [
             str(g.index),
             g.name,
-            _gib(g.total_bytes),
-            _gib(g.free_bytes),
+            gib(g.total_bytes),
+            gib(g.free_bytes),
             f"{g.bandwidth_gbps:.0f} GB/s" if g.bandwidth_gbps else "?",
             g.compute_capability or "-",
         ]
@@ -95,7 +90,7 @@ def print_hardware(hw: Hardware, console: Console | None = None) -> None:
     console.print(
         Text.assemble(
             ("RAM        ", "bold"),
-            f"{_gib(hw.ram_total_bytes)} total, {_gib(hw.ram_available_bytes)} available{bw}",
+            f"{gib(hw.ram_total_bytes)} total, {gib(hw.ram_available_bytes)} available{bw}",
         )
     )
     if hw.gpus:

@@ -10,8 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-GiB = 1024**3
-
 Vendor = Literal["nvidia", "apple", "amd"]
 
 

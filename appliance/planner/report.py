@@ -3,14 +3,16 @@ what to download for better, and why the rest was ruled out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from appliance.hardware.types import GiB
-from appliance.planner import Candidate, Plan, Rejection, Role, Suggestion
+from appliance.planner.types import Candidate, Plan, Rejection, Role, Suggestion
+from appliance.units import gib, kilo
 
 TOP = {"main": 6, "small": 4}
 TOP_REJECTED = 8
@@ -37,7 +39,7 @@ def _header(plan: Plan) -> Panel:
     lines = [
         f"[bold]{escape(hw.name)}[/bold] ({escape(hw.source)})",
         f"CPU  {escape(hw.cpu)}",
-        f"RAM  {_gib(hw.ram_total_bytes)} total, {_gib(hw.ram_available_bytes)} available",
+        f"RAM  {gib(hw.ram_total_bytes)} total, {gib(hw.ram_available_bytes)} available",
         *(f"GPU  {escape(g)}" for g in hw.gpus),
         f"Budget  {_budget_line(plan)}",
         *(f"  {escape(line)}" for line in b.derivation),
@@ -48,11 +50,11 @@ def _header(plan: Plan) -> Panel:
 def _budget_line(plan: Plan) -> str:
     b = plan.budget
     if b.backend == "cpu":
-        return f"CPU only: {_gib(b.ram_bytes)} of RAM for the model"
-    gpu = f"{_gib(b.gpu_bytes)} on {'Metal' if b.unified else b.backend.upper()}"
+        return f"CPU only: {gib(b.ram_bytes)} of RAM for the model"
+    gpu = f"{gib(b.gpu_bytes)} on {'Metal' if b.unified else b.backend.upper()}"
     if b.vllm_tp > 1:
-        gpu += f" (vLLM: {_gib(b.vllm_gpu_bytes)} over tensor parallel {b.vllm_tp})"
-    return gpu + ("" if b.unified else f" + {_gib(b.ram_bytes)} RAM")
+        gpu += f" (vLLM: {gib(b.vllm_gpu_bytes)} over tensor parallel {b.vllm_tp})"
+    return gpu + ("" if b.unified else f" + {gib(b.ram_bytes)} RAM")
 
 
 NARROW = 110  # below this width the table drops the columns a glance can do without
@@ -113,12 +115,12 @@ def _row(c: Candidate, chosen: bool) -> list[str]:
         c.display_name,
         c.quant,
         _runtime(c),
-        _k(c.n_ctx),
+        kilo(c.n_ctx),
         str(c.slots),
         c.kv_type,
-        _g(m.gpu_bytes) if m.gpu_bytes else "-",
-        _g(m.cpu_bytes) if m.cpu_bytes else "-",
-        _g(free),
+        gib(m.gpu_bytes, unit=False) if m.gpu_bytes else "-",
+        gib(m.cpu_bytes, unit=False) if m.cpu_bytes else "-",
+        gib(free, unit=False),
         f"{c.tok_s:.0f}",
         "" if c.available else "yes",
     ]
@@ -149,27 +151,27 @@ def _choice(plan: Plan, role: Role) -> str:
     if better is not None:
         text += (
             f"\n  [cyan]with a download: {better.model} {better.quant} on {_runtime(better)}, "
-            f"{_k(better.n_ctx)} context, ~{better.tok_s:.0f} tok/s (see below)[/cyan]"
+            f"{kilo(better.n_ctx)} context, ~{better.tok_s:.0f} tok/s (see below)[/cyan]"
         )
     return text + "\n"
 
 
 def _breakdown(c: Candidate) -> str:
     m = c.memory
-    weights = f"weights {_gib(m.weights_bytes)}"
+    weights = f"weights {gib(m.weights_bytes)}"
     if m.weights_gpu_bytes and m.weights_cpu_bytes:
-        weights += f" ({_gib(m.weights_gpu_bytes)} GPU, {_gib(m.weights_cpu_bytes)} RAM)"
-    parts = [weights, f"KV {_gib(m.kv_bytes)}", f"compute {_gib(m.compute_bytes)}"]
-    parts += [f"runtime {_gib(m.overhead_bytes)}", f"margin {_gib(m.margin_bytes)}"]
+        weights += f" ({gib(m.weights_gpu_bytes)} GPU, {gib(m.weights_cpu_bytes)} RAM)"
+    parts = [weights, f"KV {gib(m.kv_bytes)}", f"compute {gib(m.compute_bytes)}"]
+    parts += [f"runtime {gib(m.overhead_bytes)}", f"margin {gib(m.margin_bytes)}"]
     free = m.headroom_gpu_bytes if c.placement != "cpu" else m.headroom_ram_bytes
-    return " + ".join(parts) + f"; {_gib(free)} of the budget left"
+    return " + ".join(parts) + f"; {gib(free)} of the budget left"
 
 
 def _suggested(plan: Plan) -> str:
     """One entry per suggestion, the download in full: it is what the user acts on."""
     lines = ["[bold]Better with a download[/bold]"]
     for s in plan.suggested:
-        what = f"{s.model} {s.quant} on {_runtime(s)}, {_k(s.n_ctx)} context, ~{s.tok_s:.0f} tok/s"
+        what = f"{s.model} {s.quant} on {_runtime(s)}, {kilo(s.n_ctx)} context, ~{s.tok_s:.0f} tok/s"
         lines.append(f"  {s.role}: {what}: {s.reason}")
         lines.append(f"    get it from {s.download}")
     return "\n".join(lines) + "\n"
@@ -205,22 +207,11 @@ def top_rejections(plan: Plan, limit: int = TOP_REJECTED) -> list[Rejection]:
     return [*runtime_limits, *own_memory, *ranked, *whole][:limit]
 
 
-def _smallest_per(rejections: list[Rejection], key) -> list[Rejection]:
-    best: dict = {}
+def _smallest_per(rejections: list[Rejection], key: Callable[[Rejection], Hashable]) -> list[Rejection]:
+    """The smallest artifact's rejection per `key`: the one that came closest to fitting."""
+    best: dict[Hashable, Rejection] = {}
     for r in rejections:
         k = key(r)
         if k not in best or r.weights_bytes < best[k].weights_bytes:
             best[k] = r
     return list(best.values())
-
-
-def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
-
-
-def _g(n: int) -> str:
-    return f"{n / GiB:.1f}"
-
-
-def _k(n: int) -> str:
-    return f"{n // 1024}k" if n % 1024 == 0 else f"{n / 1024:.1f}k"

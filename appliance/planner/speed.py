@@ -1,0 +1,47 @@
+"""The speed model: decode tok/s = bandwidth x efficiency / bytes read per token, and CPU prefill
+from FLOP/s. Kept apart so its calibration (the constants below) can be checked on its own."""
+
+from __future__ import annotations
+
+from appliance.planner.budget import DEFAULT_GPU_GBPS
+from appliance.planner.memory import kv_size_type
+from appliance.planner.needs import TYPICAL_CTX
+from appliance.planner.types import Budget, Option, Role
+from appliance.units import gb
+from quantization.estimator import kv_cache_bytes
+
+GPU_EFFICIENCY = 0.55  # share of spec bandwidth llama.cpp / vLLM decode reaches
+CPU_EFFICIENCY = 0.45
+CPU_TOKEN_OVERHEAD_S = 0.003  # per-token fixed cost on CPU (sampling, sync); dominates tiny models
+GPU_TOKEN_OVERHEAD_S = 0.001  # kernel launches and the host round trip per token
+TP_EFFICIENCY = 0.85  # vLLM tensor parallel: bandwidth adds, less the all-reduces
+
+
+def decode_speed(opt: Option, kv: str, n_ctx: int, budget: Budget, role: Role = "main") -> tuple[float, str]:
+    """Decode is memory-bound: every token reads the active weights and the KV written so far."""
+    m = opt.model
+    per_param = opt.artifact.size_bytes / m.params_total
+    kv_read = kv_cache_bytes(m.arch, min(n_ctx, TYPICAL_CTX[role]), kv_size_type(kv))
+    cpu_bw = budget.cpu_gbps * 1e9 * CPU_EFFICIENCY
+    cpu_basis = f"RAM at {budget.cpu_gbps:.0f} GB/s x {CPU_EFFICIENCY}"
+    if opt.placement == "cpu":
+        read = m.params_active * per_param + kv_read
+        t = read / cpu_bw + CPU_TOKEN_OVERHEAD_S
+        return 1 / t, f"{gb(read)} per token from {cpu_basis} + {CPU_TOKEN_OVERHEAD_S * 1e3:g} ms"
+    gpu_gbps = (budget.gpu_gbps or DEFAULT_GPU_GBPS) * (opt.tp * TP_EFFICIENCY if opt.tp > 1 else 1)
+    gpu_bw = gpu_gbps * 1e9 * GPU_EFFICIENCY
+    gpu_basis = f"VRAM at {gpu_gbps:.0f} GB/s x {GPU_EFFICIENCY} + {GPU_TOKEN_OVERHEAD_S * 1e3:g} ms"
+    if opt.placement == "gpu+ram":
+        experts = m.params_experts * (m.arch.n_experts_used or 0) / (m.arch.n_experts or 1) * per_param
+        on_gpu = m.params_active * per_param - experts + kv_read
+        t = on_gpu / gpu_bw + experts / cpu_bw + GPU_TOKEN_OVERHEAD_S
+        return 1 / t, f"{gb(on_gpu)} per token from {gpu_basis}; {gb(experts)} of experts from {cpu_basis}"
+    read = m.params_active * per_param + kv_read
+    return 1 / (read / gpu_bw + GPU_TOKEN_OVERHEAD_S), f"{gb(read)} per token from {gpu_basis}"
+
+
+def prefill_speed(opt: Option, budget: Budget) -> float | None:
+    """CPU prompt processing is compute-bound: 2 FLOP per active parameter per token."""
+    if opt.placement != "cpu":
+        return None
+    return round(budget.cpu_flops / (2 * opt.model.params_active), 1)
