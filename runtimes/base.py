@@ -165,7 +165,11 @@ class RuntimeStats:
 
 
 class Runtime(Protocol):
-    """A loaded model, ready to answer. `id` is the catalog name it is served under."""
+    """A loaded model, ready to answer. `id` is the catalog name it is served under.
+
+    Implementations subclass it explicitly, so they inherit the defaults of its optional
+    methods instead of callers probing for them.
+    """
 
     id: str
     n_ctx: int
@@ -177,3 +181,8 @@ class Runtime(Protocol):
     def stats(self) -> RuntimeStats: ...
 
     async def close(self) -> None: ...
+
+    def count_prompt_tokens(self, req: ChatRequest) -> int | None:
+        """The exact prompt length in tokens, as `chat` would send it; None where this process
+        holds no tokenizer for the model (a vLLM child, a cloud model): callers then estimate."""
+        return None

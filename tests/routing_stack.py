@@ -55,7 +55,7 @@ def open_stack(
 ) -> Iterator[Stack]:
     local = ScriptedRuntime(id="local-model", n_ctx=4096, script=text_events(local_text))
     registry = ModelRegistry()
-    registry.add(local, roles=["default"])
+    registry.add(local, roles=["main"])
     with FakeOpenAI(api_key=KEY, reply=Reply(text=cloud_text)) as provider:
         router = {"reference_cloud_model": CLOUD_MODEL}
         cfg = ServeConfig(cloud=cloud_section(provider.api_base, price), router=router)

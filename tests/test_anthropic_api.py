@@ -38,7 +38,7 @@ def runtime() -> ScriptedRuntime:
 @pytest.fixture
 def server(runtime: ScriptedRuntime) -> Iterator[LiveServer]:
     registry = ModelRegistry(catalog_resolver())
-    registry.add(runtime, roles=["default"])
+    registry.add(runtime, roles=["main"])
     with running_server(create_app(registry)) as srv:
         yield srv
 
@@ -264,7 +264,7 @@ def test_count_tokens(client) -> None:
 
 def test_the_key_is_accepted_as_x_api_key(runtime) -> None:
     registry = ModelRegistry(catalog_resolver())
-    registry.add(runtime, roles=["default"])
+    registry.add(runtime, roles=["main"])
     with running_server(create_app(registry, api_key="local-secret")) as srv:
         ok = anthropic.Anthropic(base_url=srv.base_url, api_key="local-secret", max_retries=0, timeout=10)
         assert ok.messages.create(model=MODEL, max_tokens=8, messages=USER).content[0].type == "text"
@@ -293,7 +293,7 @@ def test_real_model_over_messages_api(qwen_path: Path, tmp_path: Path) -> None:
     rt = LlamaCppRuntime.load(load_catalog().get(MODEL), cfg)
     try:
         registry = ModelRegistry(catalog_resolver())
-        registry.add(rt, roles=["default"])
+        registry.add(rt, roles=["main"])
         with running_server(create_app(registry)) as srv:
             client = anthropic.Anthropic(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=300)
             with client.messages.stream(
@@ -351,7 +351,7 @@ def test_anthropic_client_to_anthropic_provider_keeps_tools_intact(tmp_path: Pat
     monkeypatch.setenv("E2E_ANTHROPIC_KEY", "sk-ant-e2e-0123456789")
     local = ScriptedRuntime(id=MODEL, n_ctx=32768)
     registry = ModelRegistry(catalog_resolver())
-    registry.add(local, roles=["default"])
+    registry.add(local, roles=["main"])
     reply = Reply(text="Reading it.", tool_calls=[("read", {"path": "calc.py"})])
     with FakeAnthropic(api_key="sk-ant-e2e-0123456789", models=["claude-up"], reply=reply) as provider:
         cloud = {

@@ -49,7 +49,7 @@ def runtime() -> ScriptedRuntime:
 @pytest.fixture
 def registry(runtime: ScriptedRuntime) -> ModelRegistry:
     reg = ModelRegistry(catalog_resolver())
-    reg.add(runtime, roles=["default"])
+    reg.add(runtime, roles=["main"])
     return reg
 
 
@@ -250,6 +250,7 @@ def test_opencode_trace_request_is_served(server: LiveServer, runtime: ScriptedR
         "Qwen2.5-Coder-0.5B-Instruct",
         "qwen2.5-coder:0.5b",
         "default",
+        "main",
         "appliance/" + MODEL,
         "openai/default",
         "local/qwen2.5-coder-0.5b",
@@ -272,7 +273,7 @@ def test_models_endpoints(client: OpenAI, server: LiveServer) -> None:
         "created": 0,
         "owned_by": "appliance",
         "context_length": 32768,
-        "roles": ["default"],
+        "roles": ["main"],
         "aliases": [],
     }
     assert client.models.retrieve("appliance/" + MODEL).id == MODEL

@@ -13,7 +13,7 @@ def _registry(**kw) -> tuple[ModelRegistry, ScriptedRuntime, ScriptedRuntime]:
     big = ScriptedRuntime(id="qwen2.5-coder-0.5b-instruct")
     small = ScriptedRuntime(id="smollm2-135m-instruct")
     reg = ModelRegistry(**kw)
-    reg.add(big, roles=["default"], aliases=["coder"])
+    reg.add(big, roles=["main"], aliases=["coder"])
     reg.add(small, roles=["small"])
     return reg, big, small
 
@@ -62,14 +62,14 @@ def test_catalog_model_not_loaded_says_so() -> None:
     assert info.value.catalog_id == "gemma-3-270m"
 
 
-def test_default_role_falls_back_to_first_model() -> None:
+def test_main_role_falls_back_to_first_model() -> None:
     reg = ModelRegistry()
     first, second = ScriptedRuntime(id="a"), ScriptedRuntime(id="b")
     reg.add(first)
     reg.add(second)
-    assert reg.resolve("default") is first
-    assert reg.roles_of("a") == ["default"]
-    reg.set_role("default", "b")
+    assert reg.resolve("default") is first and reg.resolve("main") is first
+    assert reg.roles_of("a") == ["main"]
+    reg.set_role("default", "b")  # the old name of the role still sets it
     assert reg.resolve("default") is second
     assert reg.roles_of("a") == []
 

@@ -58,7 +58,7 @@ def test_claude_code_writes_a_file_through_our_messages_api(tmp_path: Path) -> N
 
     runtime = ScriptedRuntime(id=MODEL, n_ctx=200_000, script=script)
     registry = ModelRegistry(catalog_resolver())
-    registry.add(runtime, roles=["default"])
+    registry.add(runtime, roles=["main"])
     with running_server(create_app(registry, api_key=KEY)) as server:
         run = subprocess.run(
             [str(CLAUDE), "-p", "Create hello.txt saying hi.", "--model", MODEL, "--allowedTools", "Write"],

@@ -39,7 +39,7 @@ def runtime(qwen_path: Path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(runtime):
     registry = ModelRegistry(catalog_resolver())
-    registry.add(runtime, roles=["default"])
+    registry.add(runtime, roles=["main"])
     with running_server(create_app(registry)) as srv:
         yield srv
 

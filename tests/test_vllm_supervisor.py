@@ -66,7 +66,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Supervisor, openai.OpenAI, str]]:
     sup = _supervisor(tmp_path, env={"FAKE_VLLM_GRANDCHILD": str(pid_file)})
     sup.start(wait=True)
     registry = ModelRegistry()
-    registry.add(VllmRuntime(MODEL, 4096, sup, slots=4), roles=["default"])
+    registry.add(VllmRuntime(MODEL, 4096, sup, slots=4), roles=["main"])
     with running_server(create_app(registry, close_runtimes_on_shutdown=True)) as live:
         client = openai.OpenAI(base_url=live.api_base, api_key="x", timeout=20, max_retries=0)
         yield sup, client, live.api_base
@@ -105,7 +105,7 @@ def test_requests_while_restarting_get_503_with_retry_after(tmp_path):
     sup = _supervisor(tmp_path, backoff_s=3.0)
     sup.start(wait=True)
     registry = ModelRegistry()
-    registry.add(VllmRuntime(MODEL, 4096, sup), roles=["default"])
+    registry.add(VllmRuntime(MODEL, 4096, sup), roles=["main"])
     try:
         with running_server(create_app(registry)) as live:
             os.kill(sup.pid, signal.SIGKILL)
@@ -173,5 +173,5 @@ def test_stop_ends_the_whole_process_group(tmp_path):
 
 def _registry(runtime: VllmRuntime) -> ModelRegistry:
     registry = ModelRegistry()
-    registry.add(runtime, roles=["default"])
+    registry.add(runtime, roles=["main"])
     return registry

@@ -1,7 +1,8 @@
 """Which loaded runtime answers a request, from the model id an agent sends.
 
 Agents send whatever their config says: the catalog name, a catalog alias
-(`qwen2.5-coder:0.5b`), a role (`default`, `small`), or a provider-prefixed id
+(`qwen2.5-coder:0.5b`), a role (`main`, `small`: the planner's names; `default` is accepted
+for `main`, as clients written for earlier versions send it), or a provider-prefixed id
 (`appliance/qwen2.5-coder-0.5b-instruct`, `openai/...`). All of them land here,
 case-insensitively, so the API never guesses.
 """
@@ -15,6 +16,9 @@ from runtimes.base import Runtime
 
 # Provider prefixes agents put in front of a model id; stripped once, before lookup.
 KNOWN_PREFIXES: tuple[str, ...] = ("appliance/", "openai/", "local/")
+
+MAIN_ROLE = "main"  # the coding agent's model; the planner's name for the role
+ROLE_ALIASES = {"default": MAIN_ROLE}
 
 # Maps a name to a catalog id, or None when it does not know the name.
 AliasResolver = Callable[[str], str | None]
@@ -64,16 +68,16 @@ class ModelRegistry:
 
     # -- filling it -------------------------------------------------------------------
     def add(self, runtime: Runtime, *, roles: Iterable[str] = (), aliases: Iterable[str] = ()) -> None:
-        """Serve `runtime` under its id, plus extra aliases and roles (`default`, `small`)."""
+        """Serve `runtime` under its id, plus extra aliases and roles (`main`, `small`)."""
         key = runtime.id.lower()
         self._entries = {**self._entries, key: _Entry(runtime, list(aliases))}
-        self._roles = {**self._roles, **{role.lower(): key for role in roles}}
+        self._roles = {**self._roles, **{_role(role): key for role in roles}}
 
     def set_role(self, role: str, model_id: str) -> None:
         key = model_id.lower()
         if key not in self._entries:
             raise ModelNotFound(model_id)
-        self._roles = {**self._roles, role.lower(): key}
+        self._roles = {**self._roles, _role(role): key}
 
     def remove(self, model_id: str) -> Runtime | None:
         key = model_id.lower()
@@ -102,10 +106,10 @@ class ModelRegistry:
         return all(_is_loaded(rt) for rt in self.runtimes())
 
     def _all_roles(self) -> dict[str, str]:
-        """Explicit roles; `default` falls back to the first model loaded."""
+        """Explicit roles; `main` falls back to the first model loaded."""
         roles = dict(self._roles)
-        if "default" not in roles and self._entries:
-            roles["default"] = next(iter(self._entries))
+        if MAIN_ROLE not in roles and self._entries:
+            roles[MAIN_ROLE] = next(iter(self._entries))
         return roles
 
     def resolve(self, name: str) -> Runtime:
@@ -137,7 +141,7 @@ class ModelRegistry:
         for e in self._entries.values():
             if any(a.lower() == key for a in e.aliases):
                 return e.runtime
-        role_key = self._all_roles().get(key)
+        role_key = self._all_roles().get(_role(key))
         if role_key is not None:
             return self._entries[role_key].runtime
         return None
@@ -146,6 +150,11 @@ class ModelRegistry:
         """Close every runtime (at shutdown)."""
         for rt in self.runtimes():
             await rt.close()
+
+
+def _role(name: str) -> str:
+    key = name.strip().lower()
+    return ROLE_ALIASES.get(key, key)
 
 
 def _is_loaded(runtime: Runtime) -> bool:

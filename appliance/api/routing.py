@@ -22,20 +22,30 @@ from fastapi import Request
 from appliance.api.errors import ApiError
 from appliance.api.generation import Generation, start
 from appliance.api.metrics import Metrics
-from appliance.api.registry import ModelNotFound, ModelRegistry
+from appliance.api.registry import MAIN_ROLE, ModelNotFound, ModelRegistry
 from appliance.router.capacity import fits_context
 from appliance.router.decide import Decision, Refusal, Router, RouteRequest
 from appliance.usage.log import UsageLog
 from runtimes.base import ChatRequest, CloudUnavailable, Event, Runtime, Usage
+from runtimes.upstream.pool import Served
 
 log = logging.getLogger("appliance.api")
+
+
+class CloudEvents(Protocol):
+    """One cloud answer's events; `served` says which provider answered and at what price,
+    once one produced its first event (None before, or if none did)."""
+
+    served: Served | None
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
 
 
 class CloudClient(Protocol):
     """The cloud side as the API uses it: a chat stream for a cloud model name that raises
     CloudUnavailable before its first event when no provider could answer."""
 
-    def chat(self, req: ChatRequest) -> AsyncIterator[Event]: ...
+    def chat(self, req: ChatRequest) -> CloudEvents: ...
 
     async def close(self) -> None: ...
 
@@ -135,7 +145,7 @@ class ChatDispatcher:
 
     async def _fallback(self, call: _Call, decision: Decision, exc: CloudUnavailable) -> Started:
         """The cloud failed before its first token: serve locally if it fits, else 502/503."""
-        why = getattr(exc, "reason", None) or "unavailable"
+        why = exc.reason or "unavailable"
         reason = f"cloud-failed:{why},fallback"
         runtime = self._local_or_none(call.requested)
         if runtime is None or not fits_context(runtime, call.req):
@@ -151,10 +161,12 @@ class ChatDispatcher:
         return await self._run(call, Decision("local", reason, runtime.id, runtime))
 
     async def _run(self, call: _Call, decision: Decision) -> Started:
+        cloud: CloudEvents | None = None
+        events: AsyncIterator[Event]
         if decision.route == "cloud":
             assert self.routing.cloud is not None
             model = decision.model
-            events = self.routing.cloud.chat(dataclasses.replace(call.req, model=model))
+            events = cloud = self.routing.cloud.chat(dataclasses.replace(call.req, model=model))
         else:
             runtime = decision.runtime or self._resolve_recorded(call, decision)
             model = runtime.id
@@ -167,12 +179,12 @@ class ChatDispatcher:
             metrics=self.metrics,
             started=call.started,
         )
-        gen.on_close = self.recorder(decision, call.requested, events, call.wall)
+        gen.on_close = self.recorder(decision, call.requested, cloud, call.wall)
         await start(call.request, gen)
         return Started(gen, model, route_headers(decision.route, decision.reason, model))
 
     def _local_or_none(self, requested: str) -> Runtime | None:
-        for name in (requested, "default"):
+        for name in (requested, MAIN_ROLE):
             try:
                 return self.models.resolve(name)
             except ModelNotFound:
@@ -187,12 +199,12 @@ class ChatDispatcher:
             raise
 
     def recorder(
-        self, decision: Decision, requested: str, events: object = None, wall: float | None = None
+        self, decision: Decision, requested: str, cloud: CloudEvents | None = None, wall: float | None = None
     ) -> Callable[[Generation], None]:
         """What a generation calls on close: the usage row, and local timing for queue estimates.
 
-        events: the stream being served; a cloud stream says which provider answered and at
-        what price (`served`), once it produced its first event.
+        cloud: the cloud stream being served (None for a local answer), which knows the
+        provider that answered and its price.
         """
         usage, router = self.routing.usage, self.routing.router
         wall = time.time() if wall is None else wall
@@ -204,7 +216,7 @@ class ChatDispatcher:
             if usage is None:
                 return
             u = gen.usage or Usage()
-            served = getattr(events, "served", None)
+            served = cloud.served if cloud is not None else None
             provider = served.provider if served else decision.route
             cost = served.cost(u) if served is not None and gen.usage is not None else None
             usage.record(

@@ -25,7 +25,7 @@ def opencode_config(base_url: str, models: list[dict]) -> dict:
         limit = {"context": m["context_length"], "output": 8192} if m.get("context_length") else None
         entries[m["id"]] = {"name": f"{m['id']} (local)", **({"limit": limit} if limit else {})}
     roles = {r: m["id"] for m in models for r in m.get("roles", [])}
-    main = roles.get("default") or models[0]["id"]
+    main = roles.get("main") or models[0]["id"]
     cfg = {
         "$schema": "https://opencode.ai/config.json",
         "provider": {

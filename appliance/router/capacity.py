@@ -1,7 +1,7 @@
 """Capacity: does a request fit the local model's context, and how long would it wait?
 
-Counting uses the local runtime's own tokenizer when it offers one
-(`count_prompt_tokens`, as LlamaCppRuntime does), but only near the limit: byte
+Counting uses the local runtime's own tokenizer when it has one
+(`count_prompt_tokens` returns a number, as LlamaCppRuntime's does), but only near the limit: byte
 length bounds the token count from above (byte-level BPE vocabularies make at
 most about one token per byte, plus template framing), so short prompts need no
 tokenization at all. Queue wait is estimated from the runtime's stats and the
@@ -33,9 +33,9 @@ def _request_bytes(req: ChatRequest) -> int:
 
 def prompt_tokens(runtime: Runtime, req: ChatRequest) -> int:
     """The prompt's token count: exact when the runtime can count, else an estimate."""
-    counter = getattr(runtime, "count_prompt_tokens", None)
-    if counter is not None:
-        return int(counter(req))
+    exact = runtime.count_prompt_tokens(req)
+    if exact is not None:
+        return exact
     n_bytes = _request_bytes(req)
     return int(n_bytes / CHARS_PER_TOKEN_ESTIMATE) + FRAMING_TOKENS_PER_MESSAGE * (len(req.messages) + 1)
 

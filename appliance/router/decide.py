@@ -22,7 +22,7 @@ from appliance.router.sticky import StickySessions, is_tool_turn, session_key
 from runtimes.base import ChatRequest, Runtime
 
 Route = Literal["local", "cloud"]
-LOCAL_NAMES = frozenset({"local", "auto"})  # `auto` lets the router pick, served as the default model
+LOCAL_NAMES = frozenset({"local", "auto"})  # `auto` lets the router pick, served by the main model
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class Router:
 
     def _local_runtime(self, rr: RouteRequest) -> Runtime | None:
         name = rr.model.strip()
-        return self.local_for("default" if name.lower() in LOCAL_NAMES or self.cloud.knows(name) else name)
+        return self.local_for("main" if name.lower() in LOCAL_NAMES or self.cloud.knows(name) else name)
 
     def _local(self, rr: RouteRequest, reason: str) -> Decision:
         runtime = self._local_runtime(rr)

@@ -15,7 +15,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from runtimes.base import ChatRequest, CompletionRequest, Event, InvalidRequest, RuntimeStats, Sampling, Usage
+from runtimes.base import (
+    ChatRequest,
+    CompletionRequest,
+    Event,
+    InvalidRequest,
+    Runtime,
+    RuntimeStats,
+    Sampling,
+    Usage,
+)
 from runtimes.llamacpp.chat_template import ChatTemplate
 from runtimes.llamacpp.engine import Engine, EngineConfig
 from runtimes.toolcalls import CONTROL_MARKERS, ChatOutputParser, detect_tool_format, forced_call_prefill
@@ -30,7 +39,7 @@ _MARKERS = CONTROL_MARKERS
 
 TOKEN_MEMO_SIZE = 8  # prompts whose tokens are kept (one per in-flight agent turn is plenty)
 
-class LlamaCppRuntime:
+class LlamaCppRuntime(Runtime):
     """One loaded GGUF model served by `Engine`; `id` is its catalog name."""
 
     def __init__(self, engine: Engine, *, model_id: str, tool_format: str | None = None):

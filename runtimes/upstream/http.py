@@ -25,6 +25,7 @@ from runtimes.base import (
     Event,
     InvalidRequest,
     Overloaded,
+    Runtime,
     RuntimeError_,
     RuntimeStats,
     UpstreamError,
@@ -248,7 +249,7 @@ class StreamReader(Protocol):
         ...
 
 
-class SseUpstream:
+class SseUpstream(Runtime):
     """What the OpenAI-compatible and Anthropic runtimes share: the pooled client, the key,
     the in-flight count, and one streaming loop; a subclass supplies bodies, headers and a
     `StreamReader` for its dialect."""

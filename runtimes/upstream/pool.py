@@ -320,7 +320,7 @@ async def _close(it: AsyncIterator[Event]) -> None:
 
 
 @dataclass
-class CloudModelRuntime:
+class CloudModelRuntime(Runtime):
     """One cloud model of the pool as a Runtime."""
 
     pool: CloudPool

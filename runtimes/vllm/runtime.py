@@ -18,6 +18,7 @@ from runtimes.base import (
     CompletionRequest,
     Event,
     Overloaded,
+    Runtime,
     RuntimeError_,
     RuntimeStats,
     UpstreamError,
@@ -43,7 +44,7 @@ class EngineUnavailable(Overloaded):
     type = "server_error"
 
 
-class VllmRuntime:
+class VllmRuntime(Runtime):
     """A vLLM child serving `id` (the catalog name it was started with --served-model-name)."""
 
     def __init__(

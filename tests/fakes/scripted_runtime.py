@@ -15,6 +15,7 @@ from runtimes.base import (
     ChatRequest,
     CompletionRequest,
     Event,
+    Runtime,
     RuntimeStats,
     ToolCallDelta,
     Usage,
@@ -34,7 +35,7 @@ class StreamRecord:
 
 
 @dataclass
-class ScriptedRuntime:
+class ScriptedRuntime(Runtime):
     id: str = "scripted"
     n_ctx: int = 4096
     script: Script = field(default_factory=lambda: text_events("Hello there!"))

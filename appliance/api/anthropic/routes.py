@@ -23,6 +23,7 @@ from appliance.api.anthropic.schemas import CountTokensBody, MessagesBody
 from appliance.api.errors import ApiError, from_runtime_error, from_validation_error, internal_error
 from appliance.api.generation import ClientGone, Generation
 from appliance.api.http import CLIENT_CLOSED, finish_error, new_id, read_body, request_id, whole_response
+from appliance.api.registry import MAIN_ROLE
 from appliance.api.routing import ChatDispatcher, resolve_local
 from appliance.api.sse import SSEResponse
 from appliance.router.capacity import prompt_tokens
@@ -109,7 +110,7 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
     @router.post("/v1/messages/count_tokens")
     async def count_tokens(request: Request) -> Response:
         """Exact with the local model's tokenizer (its chat template included); cloud models
-        are counted against the default local model, since we hold no cloud tokenizer."""
+        are counted against the main local model, since we hold no cloud tokenizer."""
         rid = request_id(request)
         try:
             body, raw = await read_body(request, CountTokensBody)
@@ -117,7 +118,7 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
             try:
                 runtime = resolve_local(dispatcher.models, body.model)
             except ApiError:
-                runtime = resolve_local(dispatcher.models, "default")
+                runtime = resolve_local(dispatcher.models, MAIN_ROLE)
             return JSONResponse({"input_tokens": prompt_tokens(runtime, req)})
         except Exception as exc:
             return error_response(exc, rid)
