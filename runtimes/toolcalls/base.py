@@ -111,12 +111,14 @@ class ToolFormat:
 
     `name` is the catalog's `tool_call_format`; `markers` are its texts that a
     tokenizer may hold as single control tokens, which the engine detokenizes to ""
-    and the runtime must put back for the parser to see; `parser` reads its calls.
+    and the runtime must put back for the parser to see; `parser` reads its calls;
+    `vllm_parser` is vLLM's `--tool-call-parser` for it (None: vLLM gets no tool parser).
     """
 
     name: ClassVar[str]
     markers: ClassVar[tuple[str, ...]] = ()
     parser: ClassVar[type[ToolParser]]
+    vllm_parser: ClassVar[str | None] = None
 
     def detect(self, template: str) -> bool:
         """Does this (non-empty) chat template write calls in this format? Asked in

@@ -111,6 +111,7 @@ class HermesFormat(ToolFormat):
     name = "hermes"
     markers = (OPEN, CLOSE)
     parser = HermesParser
+    vllm_parser = "hermes"
 
     def detect(self, template: str) -> bool:
         return OPEN in template

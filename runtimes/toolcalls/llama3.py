@@ -66,6 +66,7 @@ class Llama3JsonFormat(ToolFormat):
     name = "llama3_json"
     markers = (TAG,)
     parser = Llama3JsonParser
+    vllm_parser = "llama3_json"
 
     def detect(self, template: str) -> bool:
         return TAG in template or ("<|start_header_id|>" in template and "parameters" in template)

@@ -108,6 +108,7 @@ class MistralFormat(ToolFormat):
     name = "mistral"
     markers = (MARK, ARGS, CALL_ID)
     parser = MistralParser
+    vllm_parser = "mistral"
 
     def detect(self, template: str) -> bool:
         return MARK in template

@@ -234,6 +234,7 @@ class Qwen3CoderFormat(ToolFormat):
     name = "qwen3_coder"
     markers = (OPEN, CLOSE)
     parser = Qwen3CoderParser
+    vllm_parser = "qwen3_coder"
 
     def detect(self, template: str) -> bool:
         return FN in template and PARAM in template

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from quantization.catalog import ModelSpec
+from runtimes.toolcalls import get_tool_format
 
 MiB = 1024**2
 GiB = 1024**3
@@ -28,14 +29,6 @@ GPU_MARGIN_FRACTION = 0.02
 # vLLM's CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not from a fraction.
 CPU_KV_MIN_GIB = 1
 
-# The catalog's tool-call format -> vLLM's --tool-call-parser. Formats missing here (gemma, none)
-# have no parser vLLM agrees on: tool calls stay off rather than being half-parsed.
-TOOL_PARSERS = {
-    "hermes": "hermes",
-    "mistral": "mistral",
-    "llama3_json": "llama3_json",
-    "qwen3_coder": "qwen3_coder",
-}
 # Families whose thinking models wrap their reasoning in tags vLLM can split off.
 REASONING_PARSERS = {"qwen3": "qwen3", "qwen3moe": "qwen3"}
 # config.json quant_method -> --quantization on GPUs with Marlin kernels (compute capability >= 8.0).
@@ -143,7 +136,8 @@ def kv_cache_dtype(kv_type: str) -> str:
 def agent_flags(model: ModelSpec, checkpoint: str = "") -> list[str]:
     """Tool calls parsed into `tool_calls` (agents depend on it) and Qwen3's thinking split off."""
     out: list[str] = []
-    parser = TOOL_PARSERS.get(model.tool_call_format)
+    # Formats without a vLLM parser (gemma, none): tool calls stay off rather than half-parsed.
+    parser = get_tool_format(model.tool_call_format).vllm_parser
     if parser and "tools" in model.capabilities:
         out += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
     if (Path(checkpoint) / "tekken.json").is_file():
