@@ -56,7 +56,7 @@ def test_earliest_of_several_stop_strings_wins():
 # -- slots --------------------------------------------------------------------------------
 
 
-class FakeMemory:
+class FakeKvOps:
     """Records KV calls; behaves like a unified cache with full-attention layers."""
 
     def __init__(self, n_ctx: int = 1000):
@@ -83,7 +83,7 @@ def test_common_prefix():
 
 
 def test_prompt_goes_to_the_slot_with_the_longest_prefix():
-    table = SlotTable(FakeMemory(), 3)
+    table = SlotTable(FakeKvOps(), 3)
     table.appended(table.slots[0], list(range(100)))
     table.appended(table.slots[1], [*range(50), 7, 7, 7])
     p = table.place([*range(100), 1, 2])
@@ -91,14 +91,14 @@ def test_prompt_goes_to_the_slot_with_the_longest_prefix():
 
 
 def test_unrelated_prompt_takes_an_empty_slot_not_a_cached_one():
-    table = SlotTable(FakeMemory(), 2)
+    table = SlotTable(FakeKvOps(), 2)
     table.appended(table.slots[0], list(range(100)))
     p = table.place([5000, *range(100)])
     assert p is not None and p.slot is table.slots[1]
 
 
 def test_unrelated_prompt_takes_the_least_recently_used_slot():
-    table = SlotTable(FakeMemory(), 2)
+    table = SlotTable(FakeKvOps(), 2)
     for s in table.slots:
         table.acquire(s)
         table.appended(s, [s.seq + 900] * 10)
@@ -109,7 +109,7 @@ def test_unrelated_prompt_takes_the_least_recently_used_slot():
 
 
 def test_prefix_of_a_busy_slot_is_copied_not_recomputed():
-    mem = FakeMemory()
+    mem = FakeKvOps()
     table = SlotTable(mem, 2)
     table.acquire(table.slots[0])
     table.appended(table.slots[0], list(range(200)))
@@ -123,20 +123,20 @@ def test_prefix_of_a_busy_slot_is_copied_not_recomputed():
 
 
 def test_long_idle_history_is_shared_into_an_empty_slot_instead_of_cut():
-    table = SlotTable(FakeMemory(), 2)
+    table = SlotTable(FakeKvOps(), 2)
     table.appended(table.slots[0], list(range(1000)))
     p = table.place([*range(600), 1, 2, 3])
     assert p is not None and p.slot is table.slots[1] and p.copy_from is table.slots[0]
 
 
 def test_all_busy_means_no_placement():
-    table = SlotTable(FakeMemory(), 1)
+    table = SlotTable(FakeKvOps(), 1)
     table.acquire(table.slots[0])
     assert table.place([1, 2]) is None
 
 
 def test_truncate_and_evict_keep_the_ledger_exact():
-    mem = FakeMemory()
+    mem = FakeKvOps()
     table = SlotTable(mem, 2)
     a, b = table.slots
     table.appended(a, list(range(100)))

@@ -15,7 +15,8 @@ from pathlib import Path
 from runtimes.base import RuntimeStats, Sampling
 from runtimes.llamacpp.model import Context, ContextParams, Model
 from runtimes.llamacpp.prefix_store import PrefixStore
-from runtimes.llamacpp.scheduler import Scheduler, Step
+from runtimes.llamacpp.requests import Step
+from runtimes.llamacpp.scheduler import Scheduler
 
 __all__ = ["Engine", "EngineConfig", "EngineStats", "Step"]
 
@@ -40,7 +41,7 @@ class EngineConfig:
     swa_full: bool = False  # full-size sliding-window cache: more memory, full prefix reuse
     prefix_store_min_tokens: int = 256  # shorter prompts are cheap to recompute
     prefix_store_disk_bytes: int = 8 << 30
-    park_min_prefill: int = 512  # see Scheduler._park_idle
+    park_min_prefill: int = 512  # see CacheManager._park_idle
     cpu_extra_buffers: bool | None = None  # ggml weight repacking; None: auto (see model.py)
 
 

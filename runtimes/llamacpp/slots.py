@@ -23,8 +23,8 @@ MIN_SIMILARITY = 0.1
 COPY_INSTEAD_OF_CUT = 64
 
 
-class Memory(Protocol):
-    """The KV operations slots need (implemented by model.Context)."""
+class KvOps(Protocol):
+    """The KV cache operations slots need (implemented by model.Context; faked in tests)."""
 
     n_ctx: int
 
@@ -96,7 +96,7 @@ class Slot:
 
 
 @dataclass
-class Placement:
+class SlotPick:
     """Where a prompt goes: the slot, how much of its cache it keeps, or which slot to copy."""
 
     slot: Slot
@@ -109,7 +109,7 @@ class Placement:
         return self.copy_len if self.copy_from is not None else self.keep
 
     def discarded(self) -> int:
-        """Tokens of the target slot's cache this placement throws away."""
+        """Tokens of the target slot's cache this pick throws away."""
         if self.copy_from is not None:
             return len(self.slot.tokens)
         return len(self.slot.tokens) - self.keep
@@ -118,10 +118,10 @@ class Placement:
 class SlotTable:
     """The slots of one context, their KV bookkeeping, and the placement policy."""
 
-    def __init__(self, mem: Memory, n_slots: int, n_swa: int = 0):
-        self.mem = mem
+    def __init__(self, kv: KvOps, n_slots: int, n_swa: int = 0):
+        self.kv = kv
         self.slots = [Slot(seq=i) for i in range(n_slots)]
-        self.ledger = CellLedger(mem.n_ctx)
+        self.ledger = CellLedger(kv.n_ctx)
         self.n_swa = n_swa
         self._clock = itertools.count(1)
 
@@ -137,7 +137,7 @@ class SlotTable:
         return sum(len(s.tokens) for s in self.slots)
 
     # -- placement policy -------------------------------------------------------------------
-    def place(self, prompt: list[int]) -> Placement | None:
+    def place(self, prompt: list[int]) -> SlotPick | None:
         """Choose a slot for `prompt` (None when every slot is busy)."""
         idle = self.idle()
         if not idle:
@@ -153,14 +153,14 @@ class SlotTable:
             if not src.busy:
                 if len(src.tokens) - best > COPY_INSTEAD_OF_CUT and empty:
                     # Keep src's own longer history for its owner; share the prefix instead.
-                    return Placement(empty[0], 0, copy_from=src, copy_len=best)
-                return Placement(src, best)
+                    return SlotPick(empty[0], 0, copy_from=src, copy_len=best)
+                return SlotPick(src, best)
             target = empty[0] if empty else min(idle, key=lambda s: s.last_used)
             if match[target.seq] >= best:
-                return Placement(target, match[target.seq])
-            return Placement(target, 0, copy_from=src, copy_len=best)
+                return SlotPick(target, match[target.seq])
+            return SlotPick(target, 0, copy_from=src, copy_len=best)
         target = empty[0] if empty else min(idle, key=lambda s: s.last_used)
-        return Placement(target, match[target.seq])
+        return SlotPick(target, match[target.seq])
 
     def lru_idle_with_cache(self) -> list[Slot]:
         """Idle slots holding cells, least recently used first (eviction order)."""
@@ -182,13 +182,13 @@ class SlotTable:
         if n > 0 and self.n_swa > 0:
             # Sliding-window layers keep only the last n_swa positions: the tail can be
             # recomputed on top of the prefix only if the window before n is still there.
-            pos_min = self.mem.seq_pos_min(slot.seq)
+            pos_min = self.kv.seq_pos_min(slot.seq)
             if pos_min > max(0, n - self.n_swa):
                 n = 0
-        if n > 0 and not self.mem.seq_rm(slot.seq, n, -1):
+        if n > 0 and not self.kv.seq_rm(slot.seq, n, -1):
             n = 0  # partial removal unsupported (e.g. recurrent state): start over
         if n == 0:
-            self.mem.seq_rm(slot.seq, -1, -1)
+            self.kv.seq_rm(slot.seq, -1, -1)
         self.ledger.release(slot.cells[n:])
         del slot.tokens[n:]
         del slot.cells[n:]
@@ -203,7 +203,7 @@ class SlotTable:
     def copy_prefix(self, src: Slot, dst: Slot, n: int) -> None:
         """Make dst hold src's first n tokens, sharing src's cells."""
         self.truncate(dst, 0)
-        self.mem.seq_cp(src.seq, dst.seq, 0, n)
+        self.kv.seq_cp(src.seq, dst.seq, 0, n)
         dst.tokens = src.tokens[:n]
         dst.cells = src.cells[:n]
         self.ledger.retain(dst.cells)
