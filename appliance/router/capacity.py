@@ -11,9 +11,9 @@ measured duration of recent local requests.
 from __future__ import annotations
 
 import json
-import threading
 
 from runtimes.base import ChatRequest, Runtime
+from runtimes.queue_wait import QueueWait
 
 FRAMING_TOKENS_PER_MESSAGE = 16  # role markers and separators a chat template adds
 CHARS_PER_TOKEN_ESTIMATE = 3.0  # used only when the runtime cannot count
@@ -48,30 +48,13 @@ def fits_context(runtime: Runtime, req: ChatRequest) -> bool:
     return prompt_tokens(runtime, req) < runtime.n_ctx
 
 
-class QueueWait:
-    """Expected wait for a local slot: requests ahead per slot x mean local request time."""
-
-    def __init__(self, alpha: float = 0.2):
-        self.alpha = alpha
-        self._mean_s: float | None = None
-        self._lock = threading.Lock()
-
-    def observe(self, duration_s: float) -> None:
-        """Feed the duration of a finished local request (the API does, for every one)."""
-        with self._lock:
-            m = self._mean_s
-            self._mean_s = duration_s if m is None else m + self.alpha * (duration_s - m)
-
-    def estimate_s(self, runtime: Runtime) -> float:
-        if self._mean_s is None:
-            return 0.0  # nothing measured yet: no grounds to spill
-        try:
-            st = runtime.stats()
-        except Exception:
-            return 0.0
-        if st.slots_total <= 0 or (st.slots_busy < st.slots_total and st.queue_depth == 0):
-            return 0.0
-        ahead = st.queue_depth + 1
-        return ahead * self._mean_s / st.slots_total
-
-
+def queue_wait_s(wait: QueueWait, runtime: Runtime) -> float:
+    """Expected wait for a local slot, from the runtime's slots and queue now; 0 while a slot
+    is free and nobody queues (or the runtime cannot say)."""
+    try:
+        st = runtime.stats()
+    except Exception:
+        return 0.0
+    if st.slots_total <= 0 or (st.slots_busy < st.slots_total and st.queue_depth == 0):
+        return 0.0
+    return wait.estimate_s(st.queue_depth + 1, st.slots_total)

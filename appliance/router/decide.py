@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.router.capacity import QueueWait, fits_context, prompt_tokens
+from appliance.router.capacity import fits_context, prompt_tokens, queue_wait_s
 from appliance.router.policy import Subject, pinned, project_of
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, is_tool_turn, session_key
 from runtimes.base import ChatRequest, Runtime
+from runtimes.queue_wait import QueueWait
 
 Route = Literal["local", "cloud"]
 LOCAL_NAMES = frozenset({"local", "auto"})  # `auto` lets the router pick, served by the main model
@@ -97,7 +98,7 @@ class Router:
         self.pin_rules = list(pin_rules)
         self.budget_ok = budget_ok
         self.sticky = StickySessions(settings.sticky_sessions)
-        self.queue = QueueWait()
+        self.queue = QueueWait()  # local request durations, fed by the API as they finish
 
     # -- the decision ---------------------------------------------------------------------
     def decide(self, rr: RouteRequest) -> Decision:
@@ -160,7 +161,7 @@ class Router:
         if runtime is not None and not fits_context(runtime, rr.chat):
             return self._cloud_or_refuse(rr, "capacity:context", None, fallback_local=False)
         if runtime is not None:
-            wait = self.queue.estimate_s(runtime)
+            wait = queue_wait_s(self.queue, runtime)
             if wait > self.settings.queue_wait_bound_s:
                 return self._cloud_or_refuse(rr, f"capacity:queue({wait:.0f}s)", None, fallback_local=True)
         if self.classify is None or self.latest_user_text is None:

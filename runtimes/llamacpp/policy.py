@@ -25,6 +25,7 @@ from runtimes.llamacpp.cache_manager import CacheManager, KvContext
 from runtimes.llamacpp.plan import Admission, Chunk, StepPlan
 from runtimes.llamacpp.requests import ReqState, Request
 from runtimes.llamacpp.slots import SlotPick, SlotTable
+from runtimes.queue_wait import QueueWait
 
 if TYPE_CHECKING:
     from runtimes.llamacpp.prefix_store import PrefixStore
@@ -87,7 +88,7 @@ class Policy:
         # sampler there); raising RuntimeError_ refuses the request.
         self._prepare = prepare
         self._ids = itertools.count(1)
-        self._avg_request_s = 5.0
+        self.wait = QueueWait(initial_s=5.0)  # until measured: a guess for Retry-After
 
     # -- the queue (any thread) -------------------------------------------------------------
     def enqueue(self, req: Request) -> None:
@@ -121,7 +122,7 @@ class Policy:
     def retry_after(self) -> float:
         """Seconds until a slot is likely free: the queue times a moving average request time."""
         n = len(self.waiting) + 1
-        return round(min(60.0, max(1.0, self._avg_request_s * n / max(1, len(self.slots.slots)))), 1)
+        return round(min(60.0, max(1.0, self.wait.estimate_s(n, len(self.slots.slots)))), 1)
 
     # -- one step (scheduler thread) --------------------------------------------------------
     def schedule(self, plan: StepPlan | None = None) -> StepPlan:
@@ -247,7 +248,7 @@ class Policy:
         if reason == "cancelled":
             self.counters.requests_cancelled += 1
         else:
-            self._avg_request_s = 0.8 * self._avg_request_s + 0.2 * (time.monotonic() - r.t_submit)
+            self.wait.observe(time.monotonic() - r.t_submit)
 
     def on_decode_full(self, plan: StepPlan) -> Request | None:
         """llama_decode found no room despite the ledger (fragmentation, SWA): free an idle
