@@ -4,7 +4,7 @@ llama.cpp attends over every cell up to the highest one in use, whoever owns it.
 times one cold prefill of an OpenCode prompt with the context as the engine creates it
 (unified, 2 sequences), first empty, then with another sequence holding STALE cells, and
 the same two with per-sequence KV streams (llama-server's default) for comparison. Why the
-scheduler parks idle caches before a long prefill (Scheduler._park_idle).
+scheduler parks idle caches before a long prefill (CacheManager._park_idle).
 
     .venv/bin/python scripts/bench_idle_cells.py [--tokens 6000] [--stale 8000] [--model NAME]
 """
