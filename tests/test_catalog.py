@@ -6,6 +6,7 @@ small models (fetched once by the conftest fixtures).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections import defaultdict
 from importlib import resources
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from quantization.catalog import Architecture, ModelSpec, load_catalog
+from quantization.catalog import Architecture, Artifact, ModelSpec, load_catalog
 
 REQUIRED = [
     "qwen3-30b-a3b",
@@ -176,6 +178,63 @@ def test_vllm_checkpoints(catalog):
                 assert a.file is None and not a.pypi, (m.name, a.quant)
             if a.sha256:
                 assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0, (m.name, a.quant)
+
+
+def test_every_hub_artifact_names_repo_file_and_provenance(catalog):
+    """Issue 13: a hub pull needs the real repo (and GGUF file); each is marked checked or unchecked."""
+    for m in catalog:
+        for a in m.artifacts:
+            if a.pypi:
+                continue
+            where = (m.name, a.format, a.quant)
+            assert a.repo and re.fullmatch(r"[\w.-]+/[\w.-]+", a.repo), where
+            if a.format == "gguf":
+                assert a.file and a.file.endswith(".gguf"), where
+                assert a.hub_files and a.hub_files[0] == a.file, where
+            else:
+                assert a.file is None and not a.files, where
+            assert bool(a.checked) != bool(a.unchecked), f"{where}: needs exactly one of checked/unchecked"
+
+
+def test_single_file_names_are_not_shards(catalog):
+    """A name like *-00001-of-00003.gguf is one shard: such an artifact must list all of them."""
+    for m in catalog:
+        for a in m.artifacts:
+            if a.format == "gguf" and not a.files:
+                assert not re.search(r"-\d{5}-of-\d{5}\.gguf$", a.file), (m.name, a.quant, a.file)
+
+
+def test_mission_models_default_quants_are_checked(catalog):
+    for name in [
+        "qwen3-30b-a3b",
+        "qwen3-coder-30b-a3b-instruct",
+        "devstral-small-24b",
+        "gemma-3-4b-it",
+        "gemma-3-12b-it",
+        "gemma-3-27b-it",
+    ]:
+        m = catalog.get(name)
+        for quant in ["Q4_K_M", "Q8_0"]:
+            assert m.artifact(quant).checked, (name, quant)
+
+
+def test_split_gguf_artifact():
+    shards = [f"Q8_0/Model-Q8_0-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    a = Artifact(format="gguf", quant="Q8_0", size_bytes=3, repo="o/r", files=shards, unchecked="test")
+    assert a.file == shards[0] and a.is_split and a.hub_files == shards
+    single = Artifact(format="gguf", quant="Q4_K_M", size_bytes=1, repo="o/r", file="m.gguf", checked="x")
+    assert single.hub_files == ["m.gguf"] and not single.is_split
+    bad = [
+        dict(files=shards, file=shards[1]),  # file is not the first shard
+        dict(files=[shards[0], shards[2]]),  # a shard missing
+        dict(files=list(reversed(shards))),  # out of order
+        dict(files=shards, sha256="0" * 64),  # one hash for several files
+        dict(file="m.gguf", checked="a", unchecked="b"),
+    ]
+    for extra in bad:
+        args = dict(format="gguf", quant="Q8_0", size_bytes=3, repo="o/r") | extra
+        with pytest.raises(ValidationError):
+            Artifact(**args)
 
 
 def test_moe_numbers(catalog):
