@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from quantization.catalog import Catalog
 from runtimes.base import Runtime
 
 # Provider prefixes agents put in front of a model id; stripped once, before lookup.
@@ -164,11 +165,12 @@ def _is_loaded(runtime: Runtime) -> bool:
         return False
 
 
-def catalog_resolver() -> AliasResolver:
-    """Resolve names through the model catalog (`quantization/catalog/*.yaml`) aliases."""
+def catalog_resolver(catalog: Catalog | None = None) -> AliasResolver:
+    """Resolve names through a catalog's names and aliases: `quantization/catalog/*.yaml` unless
+    the caller passes one (serve passes the catalog plus this machine's imported models)."""
     from quantization.catalog import load_catalog
 
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
 
     def resolve(name: str) -> str | None:
         spec = catalog.get(name)

