@@ -36,6 +36,9 @@ class LoadSpec:
     tensor_parallel: int = 1
     gpu_bytes: int = 0  # what the plan puts on the GPU for it
     reserve_gpu_bytes: int = 0  # vLLM: GPU memory the rest of the plan loads after it
+    # The plan's first choice when it is not installed and this one is served instead: the
+    # banner says so in red with the command that gets it (never a silent smaller model).
+    passed_over: str | None = None
 
 
 class ServeError(Exception):
@@ -56,6 +59,8 @@ def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
     main = _choose("main", cfg.model, ranked, cfg, catalog)
     if main is None:
         raise ServeError("no servable model fits this machine; see `appliance plan`")
+    if not cfg.model:
+        main.passed_over = _passed_over(ranked, main)
     specs = [main]
     if (cfg.small_model or "").lower() != "none":
         small = _choose("small", cfg.small_model, result.candidates.get("small", []), None, catalog)
@@ -65,6 +70,22 @@ def decide(cfg: ServeConfig, hw: Hardware) -> list[LoadSpec]:
     for spec in specs:  # `appliance models`' last-used column
         manifest().touch(spec.model.name, spec.artifact.quant)
     return specs
+
+
+def _passed_over(ranked: list[Candidate], chosen: LoadSpec) -> str | None:
+    """What the user loses when the plan's best model is not on disk: its name, why it won,
+    and the exact command that installs it."""
+    best = next((c for c in ranked if c.runtime in SERVABLE_RUNTIMES), None)
+    if best is None or best.available:
+        return None
+    if (best.model, best.quant) == (chosen.model.name, chosen.artifact.quant):
+        return None
+    return (
+        f"the plan's choice for this machine is {best.model} {best.quant} on {best.runtime} "
+        f"({best.tok_s:.0f} tok/s expected), but it is not installed: run "
+        f"`appliance pull {best.model}:{best.quant}` and restart. Serving {chosen.model.name} "
+        f"{chosen.artifact.quant} instead."
+    )
 
 
 def _pin_file(cfg: ServeConfig) -> ServeConfig:

@@ -88,6 +88,9 @@ def serve(cfg: ServeConfig) -> int:
             return
         registry.loading = False
         _print_ready(cfg, specs)
+        for spec in specs:
+            if spec.passed_over:
+                console.print(f"[bold red]not the planned model:[/] {spec.passed_over}")
 
     threading.Thread(target=load_all, name="loader", daemon=True).start()
     console.print(f"listening on http://{cfg.host}:{cfg.port} (health: 503 until the model is loaded)")
