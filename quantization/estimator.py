@@ -6,7 +6,9 @@ against its own logs by `appliance.bench.estimator_check`:
 
 - weights: the file as-is (the mmapped model buffer). On GPU backends llama.cpp keeps the
   input token-embedding table in (mmapped, evictable) host memory, so untied models need
-  that much less VRAM; routed experts can stay in RAM (--n-cpu-moe).
+  that much less VRAM; the routed experts of the first N layers can stay in RAM (--n-cpu-moe N),
+  each layer's share being the file's expert bytes / n_layers (Q4_K_M's Q6_K ffn_down in some
+  layers makes the first layers ~5% heavier than that; `appliance.bench.estimator_moe` measures it).
 - KV cache: per attention layer 2 x n_kv_heads x head_dim x cells, in the cache type's
   block layout. The context is padded to 256 cells; sliding-window layers only keep
   pad256(min(n_ctx, window x n_seq + n_ubatch)) cells (unified cache, swa_full off).
@@ -47,7 +49,7 @@ class MemoryEstimate(BaseModel):
 
     weights_bytes: int  # all weights (the file)
     weights_gpu_bytes: int  # on the device (all of it unless MoE experts are kept in RAM)
-    weights_cpu_bytes: int  # experts kept in system RAM (--n-cpu-moe), else 0
+    weights_cpu_bytes: int  # routed experts kept in system RAM (--n-cpu-moe N), else 0
     kv_bytes: int
     compute_bytes: int
     overhead_bytes: int  # CUDA context / Metal / runtime
@@ -189,6 +191,13 @@ def weights_bytes(model: ModelSpec, artifact: Artifact) -> int:
     return formats.checkpoint_bytes(artifact.format, model.params_total, embedding_params(model))
 
 
+def expert_bytes(model: ModelSpec, artifact: Artifact) -> int:
+    """Bytes of all routed-expert tensors in the artifact (0 for a dense model)."""
+    if not model.is_moe or not model.params_experts:
+        return 0
+    return int(weights_bytes(model, artifact) * model.params_experts / model.params_total)
+
+
 def estimate(
     model: ModelSpec,
     artifact: Artifact,
@@ -201,13 +210,15 @@ def estimate(
     n_ubatch: int = 512,
     flash_attn: bool = True,
     experts_in_ram: bool = False,
+    n_cpu_moe: int = 0,
     kv_unified: bool = True,
     swa_full: bool = False,
 ) -> MemoryEstimate:
     """Memory for serving `artifact` with `n_ctx` KV cells shared by `n_seq` sequences.
 
     GGUF artifacts are sized as llama.cpp allocates them; other formats (vLLM checkpoints)
-    get weights + full KV + a rough activation and runtime allowance.
+    get weights + full KV + a rough activation and runtime allowance. On a GPU backend the
+    routed experts of the first `n_cpu_moe` layers stay in system RAM (`experts_in_ram`: all).
     """
     if formats.kv_type(kv_type).needs_flash_attn_for_v and not flash_attn:
         raise ValueError(f"a {kv_type} V cache needs flash attention in llama.cpp")
@@ -216,9 +227,10 @@ def estimate(
 
     w = weights_bytes(model, artifact)
     on_gpu = backend != "cpu"
-    w_cpu = 0
-    if experts_in_ram and on_gpu and model.is_moe and model.params_experts:
-        w_cpu = int(w * model.params_experts / model.params_total)
+    n_layers = model.arch.n_layers
+    layers_in_ram = n_layers if experts_in_ram else min(max(n_cpu_moe, 0), n_layers)
+    experts = expert_bytes(model, artifact) if on_gpu else 0
+    w_cpu = experts * layers_in_ram // n_layers
     w_gpu = w - w_cpu
     if on_gpu and not model.arch.tie_word_embeddings:
         # the input embedding table stays in host memory (mmapped; get_rows runs on the CPU)
@@ -233,7 +245,7 @@ def estimate(
     )
     if w_cpu:
         # prompt batches copy one layer's experts to the GPU to run there (op offload)
-        compute += w_cpu // model.arch.n_layers
+        compute += experts // n_layers
     overhead = BACKEND_OVERHEAD[backend]
     margin = int(MARGIN_FRACTION * (w_gpu + kv + compute + overhead))
     return MemoryEstimate(

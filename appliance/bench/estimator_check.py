@@ -9,6 +9,7 @@ Each load runs in a child process (`--probe`), so llama.cpp's global log hook an
 memory never touch the caller.
 
     python -m appliance.bench.estimator_check [--markdown]
+    python -m appliance.bench.estimator_check --moe [--markdown]   (the MoE split: estimator_moe.py)
 """
 
 from __future__ import annotations
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--moe", action="store_true", help="the MoE VRAM/RAM split instead (issue 14)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     ap.add_argument("--n-ctx", type=int, default=2048, help=argparse.SUPPRESS)
     ap.add_argument("--n-seq", type=int, default=1, help=argparse.SUPPRESS)
@@ -282,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         _probe_child(args)
         return 0
+    if args.moe:
+        from appliance.bench import estimator_moe
+
+        _, smollm = _model_and_path("smollm2-135m-instruct", None)  # its tokenizer
+        return estimator_moe.main(smollm, args.markdown)
     rows = run_all()
     if args.json:
         print(json.dumps([asdict(r) | {"error": r.error} for r in rows + run_stress()], indent=2))

@@ -23,7 +23,7 @@ The modules, lowest first (each imports only those above it):
 - `report`: `print_plan`, the plan as a person reads it (rich; imported on its own).
 """
 
-from appliance.planner.assemble import assume_downloadable, obtainable, plan
+from appliance.planner.assemble import assume_downloadable, obtainable, plan, pullable
 from appliance.planner.budget import memory_budget, ram_reserve
 from appliance.planner.types import (
     PRECISION,
@@ -57,5 +57,6 @@ __all__ = [
     "memory_budget",
     "obtainable",
     "plan",
+    "pullable",
     "ram_reserve",
 ]

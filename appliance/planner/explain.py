@@ -42,7 +42,11 @@ def _runtime_reason(c: Candidate, budget: Budget) -> str:
             f"{tp} at {kilo(c.n_ctx)} context"
         )
     if c.placement == "gpu+ram":
-        return "llama.cpp, routed experts in system RAM: the GPU alone cannot hold it at a usable context"
+        return (
+            f"llama.cpp, the routed experts of {c.n_cpu_moe} of its {c.moe_layers} layers in system RAM: "
+            f"the GPU alone cannot hold it at a usable context, and the rest of the VRAM keeps "
+            f"{c.moe_layers - c.n_cpu_moe} layers' experts"
+        )
     if c.placement == "cpu":
         return "llama.cpp on the CPU"
     if budget.vllm_tp and c._option is not None:
@@ -170,7 +174,12 @@ def launch_line(c: Candidate, hw: Hardware, reserve_bytes: int = 0) -> str:
             + (f" --tensor-parallel-size {c.tensor_parallel}" if c.tensor_parallel > 1 else "")
             + (" --kv-cache-dtype fp8" if c.kv_type == "fp8" else "")
         )
-    where = {"gpu": "all layers on the GPU", "gpu+ram": "experts in RAM (--n-cpu-moe all)", "cpu": "CPU only"}
+    where = {
+        "gpu": "all layers on the GPU",
+        "gpu+ram": f"experts of the first {c.n_cpu_moe} of {c.moe_layers} layers in RAM "
+        f"(--n-cpu-moe {c.n_cpu_moe})",
+        "cpu": "CPU only",
+    }
     return (
         f"{c.role}: llama.cpp n_ctx {c.n_ctx}, {c.slots} slot{'s' if c.slots > 1 else ''} sharing the "
         f"cells, KV {c.kv_type}, flash attention, {where[c.placement]}"

@@ -1,8 +1,10 @@
 """Fitting one option: the largest context it reaches in the room left (f16 KV unless an 8-bit
-cache buys the context), and the `Candidate` that results, or the `Rejection` saying why not."""
+cache buys the context), and the `Candidate` that results, or the `Rejection` saying why not; and,
+for a MoE model split between VRAM and RAM, how many layers' experts go to RAM (`place_experts`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from appliance.planner.budget import Room
@@ -63,6 +65,50 @@ def _ctx_bounds(role: Role, model: ModelSpec, cap: int | None) -> tuple[int, int
     return least, wanted, most
 
 
+def place_experts(opt: Option, role: Role, room: Room, budget: Budget, cap: int | None = None) -> Option:
+    """`opt` with the fewest layers' routed experts in RAM (the first N, as llama.cpp's --n-cpu-moe N
+    moves them) that lets the rest reach the role's wanted context with f16 KV on the GPU: every
+    layer kept in VRAM is read at GPU speed, so spare VRAM holds as many as fit. All layers when
+    even that does not reach it (`fit` then finds the context); the plain GPU option when N = 0."""
+    if opt.placement != "gpu+ram":
+        return opt
+    n_layers = opt.model.arch.n_layers
+    slots = _slots(role, opt, budget)
+    wanted = _ctx_bounds(role, opt.model, cap)[1]
+    kv = _kv_types(opt, budget)[0]
+
+    def gpu_fits(n: int) -> bool:
+        gpu, _ = usage(replace(opt, n_cpu_moe=n), memory_of(replace(opt, n_cpu_moe=n), wanted, kv, slots))
+        return room.fits(gpu, 0, opt.runtime)
+
+    if not gpu_fits(n_layers):
+        return replace(opt, n_cpu_moe=n_layers)
+    lo, hi = 0, n_layers  # gpu_fits(hi); GPU bytes fall as N grows, so bisect for the least N
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if gpu_fits(mid) else (mid + 1, hi)
+    if lo == 0:
+        return replace(opt, placement="gpu", n_cpu_moe=0)
+    return replace(opt, n_cpu_moe=lo)
+
+
+def release_experts(opt: Option, room: Room) -> Option:
+    """`opt` with as many layers' experts in RAM as the RAM room holds: the least VRAM it can take
+    (to make room for a side-task model beside it)."""
+    if opt.placement != "gpu+ram":
+        return opt
+
+    def ram_fits(n: int) -> bool:
+        o = replace(opt, n_cpu_moe=n)
+        return room.fits(0, usage(o, memory_of(o, CTX_STEP, "f16", 1))[1], opt.runtime)
+
+    lo, hi = opt.n_cpu_moe, opt.model.arch.n_layers  # ram_fits(lo): the option was placed
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ram_fits(mid) else (lo, mid - 1)
+    return replace(opt, n_cpu_moe=lo)
+
+
 def fit(
     opt: Option, role: Role, room: Room, budget: Budget, available: Available, cap: int | None = None
 ) -> Candidate | Rejection:
@@ -98,7 +144,7 @@ def _over(need: int, have: int, what: str) -> str:
 
 def reject(opt: Option, role: Role, reason: str, kind: Literal["runtime", "memory"] = "runtime") -> Rejection:
     """Why `opt` is out: its runtime cannot serve it here, or it does not fit."""
-    place = " (experts in RAM)" if opt.placement == "gpu+ram" else ""
+    place = f" (experts of {opt.n_cpu_moe} layers in RAM)" if opt.placement == "gpu+ram" else ""
     return Rejection(
         role=role,
         model=opt.model.name,
@@ -128,6 +174,8 @@ def _candidate(
         runtime=opt.runtime,
         placement=opt.placement,
         tensor_parallel=opt.tp,
+        n_cpu_moe=opt.n_cpu_moe if opt.placement == "gpu+ram" else 0,
+        moe_layers=opt.model.arch.n_layers if opt.model.is_moe else 0,
         n_ctx=n,
         slots=slots,
         kv_type=kv,

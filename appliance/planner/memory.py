@@ -26,7 +26,7 @@ def memory_of(opt: Option, n_ctx: int, kv: str, slots: int) -> MemoryEstimate:
         n_seq=slots,
         kv_type=kv_size_type(kv),
         backend=opt.backend,
-        experts_in_ram=opt.placement == "gpu+ram",
+        n_cpu_moe=opt.n_cpu_moe if opt.placement == "gpu+ram" else 0,
     )
     if opt.tp > 1:
         est = est.model_copy(update={"overhead_bytes": est.overhead_bytes * opt.tp})

@@ -68,5 +68,8 @@ def fit_warnings(role: Role, opt: Option, n_ctx: int, tok_s: float, prefill: flo
     if opt.precision == 0:
         out.append(f"{opt.artifact.quant} ({opt.bpw:.1f} bits per weight): noticeable quality loss")
     if opt.placement == "gpu+ram":
-        out.append("MoE experts in system RAM (llama.cpp --n-cpu-moe): RAM bandwidth bounds decode")
+        out.append(
+            f"MoE experts of {opt.n_cpu_moe} of {opt.model.arch.n_layers} layers in system RAM (llama.cpp "
+            f"--n-cpu-moe {opt.n_cpu_moe}): RAM bandwidth bounds decode"
+        )
     return out

@@ -86,15 +86,16 @@ def _vllm_option(model: ModelSpec, a: Artifact, budget: Budget) -> Option | Reje
 
 
 def experts_in_ram(model: ModelSpec, budget: Budget, got: list[Candidate | Rejection]) -> list[Option]:
-    """MoE on a small GPU: attention and KV on the GPU, routed experts in RAM, when the GPU alone
-    cannot reach a usable context."""
+    """MoE on a small GPU: attention, shared weights and KV on the GPU, routed experts in RAM, when
+    the GPU alone cannot reach a usable context. Every layer's experts in RAM here; `fit.place_experts`
+    brings back to VRAM as many layers as the room allows."""
     if not model.is_moe or budget.backend not in ("cuda", "rocm") or not budget.ram_bytes:
         return []
     usable = min(MAIN_GOOD_CTX, model.context_native)
     if any(isinstance(c, Candidate) and c.n_ctx >= usable for c in got):
         return []
     return [
-        Option(model, a, "llama.cpp", "gpu+ram", budget.backend)
+        Option(model, a, "llama.cpp", "gpu+ram", budget.backend, n_cpu_moe=model.arch.n_layers)
         for a in model.artifacts
         if a.format == "gguf"
     ]

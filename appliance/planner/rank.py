@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from appliance.planner.budget import Room
-from appliance.planner.fit import fit
+from appliance.planner.fit import fit, place_experts
 from appliance.planner.needs import SMALL_ENOUGH_QUALITY
 from appliance.planner.options import experts_in_ram, is_small, options
 from appliance.planner.types import PRECISION, Available, Budget, Candidate, Rejection, Role
@@ -42,7 +42,8 @@ def rank_role(
         opts, why = options(model, role, budget, main)
         got = [fit(o, role, room, budget, available) for o in opts]
         if role == "main":
-            got += [fit(o, role, room, budget, available) for o in experts_in_ram(model, budget, got)]
+            split = [place_experts(o, role, room, budget) for o in experts_in_ram(model, budget, got)]
+            got += [fit(o, role, room, budget, available) for o in split]
         found += [g for g in got if isinstance(g, Candidate)]
         rejected += why + [g for g in got if isinstance(g, Rejection)]
     found.sort(key=rank_key, reverse=True)

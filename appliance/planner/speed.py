@@ -32,10 +32,15 @@ def decode_speed(opt: Option, kv: str, n_ctx: int, budget: Budget, role: Role = 
     gpu_bw = gpu_gbps * 1e9 * GPU_EFFICIENCY
     gpu_basis = f"VRAM at {gpu_gbps:.0f} GB/s x {GPU_EFFICIENCY} + {GPU_TOKEN_OVERHEAD_S * 1e3:g} ms"
     if opt.placement == "gpu+ram":
+        # the active experts of the first n_cpu_moe layers are read from RAM, the rest from VRAM
         experts = m.params_experts * (m.arch.n_experts_used or 0) / (m.arch.n_experts or 1) * per_param
-        on_gpu = m.params_active * per_param - experts + kv_read
-        t = on_gpu / gpu_bw + experts / cpu_bw + GPU_TOKEN_OVERHEAD_S
-        return 1 / t, f"{gb(on_gpu)} per token from {gpu_basis}; {gb(experts)} of experts from {cpu_basis}"
+        in_ram = experts * min(opt.n_cpu_moe, m.arch.n_layers) / m.arch.n_layers
+        on_gpu = m.params_active * per_param - in_ram + kv_read
+        t = on_gpu / gpu_bw + in_ram / cpu_bw + GPU_TOKEN_OVERHEAD_S
+        return 1 / t, (
+            f"{gb(on_gpu)} per token from {gpu_basis}; {gb(in_ram)} of experts ({opt.n_cpu_moe} of "
+            f"{m.arch.n_layers} layers) from {cpu_basis}"
+        )
     read = m.params_active * per_param + kv_read
     return 1 / (read / gpu_bw + GPU_TOKEN_OVERHEAD_S), f"{gb(read)} per token from {gpu_basis}"
 

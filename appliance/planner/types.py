@@ -15,7 +15,7 @@ from quantization.catalog import Artifact, ModelSpec
 from quantization.formats import Backend, RuntimeKind
 
 Role = Literal["main", "small"]
-Placement = Literal["gpu", "gpu+ram", "cpu"]  # gpu+ram: MoE experts in system RAM
+Placement = Literal["gpu", "gpu+ram", "cpu"]  # gpu+ram: some layers' MoE experts in system RAM
 Available = Callable[[ModelSpec, Artifact], bool]
 
 # Precision classes by bits per weight of the format: within one model a higher class wins, inside
@@ -34,6 +34,9 @@ class Option:
     placement: Placement
     backend: Backend
     tp: int = 1
+    # gpu+ram: the routed experts of the first n_cpu_moe layers sit in system RAM (llama.cpp's
+    # --n-cpu-moe N), the rest of the model on the GPU; 0 for every other placement.
+    n_cpu_moe: int = 0
 
     @property
     def bpw(self) -> float:
@@ -81,6 +84,8 @@ class Candidate(BaseModel):
     runtime: RuntimeKind
     placement: Placement
     tensor_parallel: int = 1  # vLLM over identical GPUs
+    n_cpu_moe: int = 0  # gpu+ram: layers whose routed experts are in system RAM (--n-cpu-moe N)
+    moe_layers: int = 0  # layers with routed experts (the M of "N of M"); 0 for a dense model
     n_ctx: int  # total KV cells (max tokens of one request); slots share them
     slots: int
     kv_type: str

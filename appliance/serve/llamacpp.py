@@ -11,6 +11,7 @@ from appliance.models.store import fetch
 from appliance.paths import data_dir
 from appliance.serve.choice import LoadSpec
 from runtimes.llamacpp.engine import EngineConfig
+from runtimes.llamacpp.model import Model, gpu_offload
 from runtimes.llamacpp.runtime import LlamaCppRuntime
 
 
@@ -30,6 +31,22 @@ def load_llamacpp(
         n_threads_batch=threads,
         kv_type=spec.kv_type,
         n_gpu_layers=-1 if hw.llama_gpu_offload else 0,
+        n_cpu_moe=spec.n_cpu_moe,
         prefix_store_dir=(data_dir() / "prefix-cache" / spec.model.name) if cfg.prefix_store else None,
     )
-    return LlamaCppRuntime.load(spec.model, engine_cfg)
+    runtime = LlamaCppRuntime.load(spec.model, engine_cfg)
+    if spec.n_cpu_moe:
+        log(placement_line(runtime.engine.model))
+    return runtime
+
+
+def placement_line(model: Model) -> str:
+    """What llama.cpp applied of the plan's MoE split, from its own load report."""
+    moved = model.load_report.overridden
+    layers = sorted({int(name.split(".")[1]) for name in moved if name.startswith("blk.")})
+    bufts = ", ".join(sorted(set(moved.values()))) or "-"
+    return (
+        f"placement: routed experts of {len(layers)} of {model.n_layers} layers in host memory "
+        f"(--n-cpu-moe {model.n_cpu_moe}: {len(moved)} tensors moved to {bufts}); the rest on the "
+        f"{'GPU' if gpu_offload() else 'CPU (this llama.cpp build has no GPU offload)'}"
+    )

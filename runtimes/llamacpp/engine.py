@@ -33,6 +33,9 @@ class EngineConfig:
     flash_attn: bool = True
     kv_type: str = "f16"
     n_gpu_layers: int = -1
+    # Routed experts of the first N layers stay in host memory (llama.cpp's --n-cpu-moe N; -1: all):
+    # the planner's split of a MoE model between VRAM and RAM. 0 for dense models.
+    n_cpu_moe: int = 0
     max_queue: int = 64
     prefix_store_dir: Path | None = None
     prefix_store_ram_bytes: int = 1 << 30
@@ -67,6 +70,7 @@ class Engine:
         self.model = Model(
             Path(cfg.model_path),
             n_gpu_layers=cfg.n_gpu_layers,
+            n_cpu_moe=cfg.n_cpu_moe,
             use_mmap=cfg.use_mmap,
             use_extra_bufts=cfg.cpu_extra_buffers,
         )

@@ -12,8 +12,9 @@ import ctypes
 import functools
 import logging
 import os
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp as lc
@@ -28,11 +29,21 @@ _backend_ready = False
 # llama.cpp's log levels -> Python logging; INFO/DEBUG chatter is dropped.
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 
+# While a model loads, every llama.cpp log line (DEBUG included) is kept here, so the load can
+# report where its tensors went: the C API has no other way to ask. One load at a time.
+_load_lock = threading.Lock()
+_load_lines: list[str] | None = None
+
 
 @lc.llama_log_callback
 def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+    if not text:
+        return
+    lines = _load_lines
+    if lines is not None:
+        lines.append(text.decode("utf-8", "replace"))
     py_level = _LEVELS.get(level)
-    if py_level is not None and text:
+    if py_level is not None:
         log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
 
 
@@ -74,6 +85,11 @@ def extra_buffers_default() -> bool:
     return b"AMX_INT8 = 1" not in lc.llama_print_system_info()
 
 
+def gpu_offload() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (CUDA, ROCm, Metal, ...)."""
+    return bool(lc.llama_supports_gpu_offload())
+
+
 def default_threads() -> int:
     """Physical-ish core count: llama.cpp decodes fastest with one thread per core."""
     try:
@@ -81,6 +97,74 @@ def default_threads() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
     return max(1, n)
+
+
+# llama.cpp's own name pattern for routed-expert tensors (common.h LLM_FFN_EXPS_REGEX): separate
+# gate/up/down, fused gate_up, and the "chexps" variant.
+EXPERT_TENSORS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+
+def expert_override_patterns(n_cpu_moe: int) -> list[str]:
+    r"""The tensor patterns `--n-cpu-moe N` installs (common/arg.cpp): one per layer 0..N-1, each
+    `blk\.{i}` + EXPERT_TENSORS, searched (not fully matched) in tensor names; negative: every
+    layer, with the bare pattern (`--cpu-moe`). `blk\.1\.` cannot match blk.11: the dot follows."""
+    if n_cpu_moe < 0:
+        return [EXPERT_TENSORS]
+    return [rf"blk\.{i}{EXPERT_TENSORS}" for i in range(n_cpu_moe)]
+
+
+class _BuftOverride(ctypes.Structure):
+    """struct llama_model_tensor_buft_override (llama.h); the Python bindings do not declare it."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_buffer_type() -> int:
+    """ggml_backend_cpu_buffer_type(): llama.cpp compares an override's buffer type with this very
+    pointer to put the tensor in host memory (with the CPU's extra, repacking types when allowed).
+    Looked up through libllama's handle, whose dependencies (ggml-base) export it."""
+    fn = ctypes.CFUNCTYPE(ctypes.c_void_p)(("ggml_backend_cpu_buffer_type", lc.llama_cpp._lib))
+    buft = fn()
+    if not buft:
+        raise RuntimeError("ggml has no CPU buffer type")
+    return buft
+
+
+def _host_overrides(n_cpu_moe: int) -> ctypes.Array | None:
+    """The NULL-terminated override array for `n_cpu_moe`, or None when there is nothing to move.
+    The caller keeps it (and the pattern bytes it points to) alive as long as the model."""
+    patterns = expert_override_patterns(n_cpu_moe)
+    if not patterns:
+        return None
+    limit = lc.llama_max_tensor_buft_overrides()
+    if len(patterns) >= limit:
+        patterns = [EXPERT_TENSORS]  # every layer: one pattern says it
+    buft = _cpu_buffer_type()
+    items = [_BuftOverride(p.encode(), buft) for p in patterns]
+    return (_BuftOverride * (len(items) + 1))(*items, _BuftOverride(None, None))
+
+
+_OVERRIDDEN = re.compile(r"^tensor (\S+) \(.*\) buffer type overridden to (\S+)")
+_MODEL_BUFFER = re.compile(r"^load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
+
+
+@dataclass
+class LoadReport:
+    """Where llama.cpp put the weights, from its own load log."""
+
+    overridden: dict[str, str] = field(default_factory=dict)  # tensor -> buffer type it was moved to
+    model_buffers: dict[str, int] = field(default_factory=dict)  # buffer type -> bytes (logged in MiB)
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> LoadReport:
+        report = cls()
+        for line in lines:
+            line = line.strip()
+            if hit := _OVERRIDDEN.match(line):
+                report.overridden[hit.group(1)] = hit.group(2)
+            elif hit := _MODEL_BUFFER.match(line):
+                report.model_buffers[hit.group(1)] = round(float(hit.group(2)) * (1 << 20))
+        return report
 
 
 class Model:
@@ -91,9 +175,13 @@ class Model:
         path: Path,
         *,
         n_gpu_layers: int = -1,
+        n_cpu_moe: int = 0,
         use_mmap: bool = True,
         use_extra_bufts: bool | None = None,
     ):
+        """n_cpu_moe: keep the routed experts of the first N layers in host memory (llama.cpp's
+        --n-cpu-moe N; negative: all), whatever n_gpu_layers puts on the GPU."""
+        global _load_lines
         _init_backend()
         if use_extra_bufts is None:
             use_extra_bufts = extra_buffers_default()
@@ -104,10 +192,22 @@ class Model:
         mparams.n_gpu_layers = n_gpu_layers
         mparams.load_mode = lc.LLAMA_LOAD_MODE_MMAP if use_mmap else lc.LLAMA_LOAD_MODE_NONE
         mparams.use_extra_bufts = use_extra_bufts
-        ptr = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
+        self.n_cpu_moe = n_cpu_moe
+        # llama.cpp reads the patterns while loading; kept on self anyway, for the model's life.
+        self._overrides = _host_overrides(n_cpu_moe)
+        if self._overrides is not None:
+            mparams.tensor_buft_overrides = ctypes.cast(self._overrides, ctypes.c_void_p)
+        with _load_lock:
+            _load_lines = lines = []
+            try:
+                ptr = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
+            finally:
+                _load_lines = None
         if not ptr:
             raise RuntimeError(f"llama.cpp could not load {self.path}")
+        self.load_report = LoadReport.parse(lines)
         self.ptr = ptr
+        self.n_layers: int = lc.llama_model_n_layer(ptr)
         self.vocab = lc.llama_model_get_vocab(ptr)
         self.n_vocab: int = lc.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train: int = lc.llama_model_n_ctx_train(ptr)
