@@ -35,6 +35,10 @@ class Sampling:
     # Never sample an end-of-generation token: every answer runs to max_tokens, as benchmarks
     # need to compare servers on equal work (llama-server's and vLLM's `ignore_eos`).
     ignore_eos: bool = False
+    # A GBNF grammar the answer must follow (llama-server's `grammar`); only our engine takes it.
+    grammar: str | None = None
+    # Log-probabilities of each answer token, with this many alternatives (0-20); None: off.
+    logprobs: int | None = None
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ChatRequest:
     # Qwen3 and similar: whether to let the model think (chat template flag).
     enable_thinking: bool | None = None
     request_id: str = ""
+    n: int = 1  # answers wanted; the API serves n > 1 as n requests (appliance/api/choices.py)
 
 
 @dataclass
@@ -76,6 +81,22 @@ class ToolCallDelta:
 
 
 @dataclass
+class TopLogprob:
+    """One candidate token: its text, log-probability and UTF-8 bytes (OpenAI's shape)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass
+class TokenLogprob(TopLogprob):
+    """A generated token's log-probability and the most likely alternatives at its position."""
+
+    top_logprobs: list[TopLogprob] = field(default_factory=list)
+
+
+@dataclass
 class Event:
     """One step of a response stream. Fields left empty mean nothing new of that kind."""
 
@@ -84,6 +105,12 @@ class Event:
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     usage: Usage | None = None  # set on the final event
+    # Tokens generated since the previous event, when the request asked for logprobs.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    # The prompt's counts (prompt_tokens, cached_tokens), on the first event where the runtime
+    # knows them up front: Anthropic's message_start reports them before any text.
+    prompt_usage: Usage | None = None
+    choice: int = 0  # which of the request's `n` answers this event belongs to
 
 
 class RuntimeError_(Exception):
@@ -185,4 +212,9 @@ class Runtime(Protocol):
     def count_prompt_tokens(self, req: ChatRequest) -> int | None:
         """The exact prompt length in tokens, as `chat` would send it; None where this process
         holds no tokenizer for the model (a vLLM child, a cloud model): callers then estimate."""
+        return None
+
+    def system_fingerprint(self) -> str | None:
+        """OpenAI's `system_fingerprint`: changes when the build or the weights change, so a
+        client can tell why answers to the same request differ. None where we cannot know."""
         return None

@@ -211,7 +211,7 @@ def test_bad_requests_get_anthropic_errors(client, server, runtime) -> None:
     assert "web_search_20250305" in error_of(tool.value)["message"]
 
     with pytest.raises(anthropic.NotFoundError) as unknown:
-        client.messages.create(model="no-such-model", max_tokens=8, messages=USER)
+        client.messages.create(model="gemma3-270m", max_tokens=8, messages=USER)  # in the catalog, not loaded
     assert error_of(unknown.value)["type"] == "not_found_error"
 
     bad_json = httpx.post(server.base_url + "/v1/messages", content=b"{nope", timeout=5)

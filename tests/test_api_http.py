@@ -318,16 +318,29 @@ def test_wrong_types_name_the_field(server: LiveServer, client: OpenAI) -> None:
     assert info.value.param == "temperature"
 
 
-def test_n_above_one_is_refused(client: OpenAI) -> None:
+def test_n_above_the_cap_is_refused(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=MODEL, messages=USER, n=2)
+        client.chat.completions.create(model=MODEL, messages=USER, n=9)
     assert info.value.param == "n"
 
 
+def test_n_answers_are_n_requests_with_their_own_seeds(client: OpenAI, runtime: ScriptedRuntime) -> None:
+    resp = client.chat.completions.create(model=MODEL, messages=USER, n=3, seed=7)
+    assert [(c.index, c.message.content, c.finish_reason) for c in resp.choices] == [
+        (i, "Hello there!", "stop") for i in range(3)
+    ]
+    assert [r.request.sampling.seed for r in runtime.records] == [7, 8, 9]
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (12, 6)  # prompt once
+    runtime.fail_before = Overloaded(retry_after_s=2)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=MODEL, messages=USER, n=2)
+
+
 def test_unknown_model(server: LiveServer, client: OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="gpt-4o", messages=USER)
-    assert info.value.code == "model_not_found"
+    # A name nobody knows is served by the main model, as llama-server does, and says so.
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
+    assert raw.parse().model == MODEL and raw.headers["x-appliance-reason"].endswith(",model:unknown")
+    # A catalog model that is not loaded is still a 404: the client asked for something specific.
     err = _error(post(server, "/v1/chat/completions", {"model": "gemma3-270m", "messages": USER}), 404)
     assert "gemma-3-270m" in err["message"] and "not loaded" in err["message"]
 

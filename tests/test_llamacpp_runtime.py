@@ -72,6 +72,8 @@ class _Step:
     token_ids: list[int]
     finish_reason: str | None = None
     usage: Usage | None = None
+    logprobs: list = field(default_factory=list)
+    prompt: Usage | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 from routing_stack import CLOUD_MODEL, KEY, KEY_ENV, Stack, open_stack
 
@@ -172,3 +173,28 @@ def test_anthropic_messages_route_through_the_same_router(stack: Stack) -> None:
     with pytest.raises(anthropic.PermissionDeniedError) as refused:
         client.messages.create(model=CLOUD_MODEL, max_tokens=32, messages=[{"role": "user", "content": PEM}])
     assert refused.value.response.headers["x-appliance-reason"] == "override:model,privacy:private_key"
+
+
+# -- clients written for llama-server (issue 18) ----------------------------------------------
+def test_unknown_name_is_served_locally_and_a_cloud_name_still_goes_to_the_cloud(stack: Stack) -> None:
+    headers, resp = chat(stack, EASY, model="gpt-3.5-turbo")  # no cloud model by that name
+    assert headers["x-appliance-route"] == "local" and resp.model == "local-model"
+    assert headers["x-appliance-reason"].endswith(",model:unknown")
+    headers, _ = chat(stack, EASY, model=CLOUD_MODEL)
+    assert headers["x-appliance-route"] == "cloud" and headers["x-appliance-reason"] == "override:model"
+
+
+def test_cloud_gets_logprobs_and_refuses_what_it_cannot_take(stack: Stack) -> None:
+    messages = [{"role": "user", "content": EASY}]
+    stack.client.chat.completions.create(model=CLOUD_MODEL, messages=messages, logprobs=True, top_logprobs=2)
+    sent = stack.provider.requests[-1].body
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    with pytest.raises(openai.BadRequestError) as grammar:
+        stack.client.chat.completions.create(
+            model=CLOUD_MODEL, messages=messages, extra_body={"grammar": 'root ::= "a"'}
+        )
+    assert "grammar" in grammar.value.message
+    with pytest.raises(openai.BadRequestError) as n:
+        stack.client.chat.completions.create(model=CLOUD_MODEL, messages=messages, n=2)
+    assert n.value.param == "n"
+    assert len(stack.provider.requests) == 1  # neither refused request reached the provider

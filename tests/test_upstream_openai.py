@@ -31,7 +31,7 @@ from runtimes.base import (
     UpstreamError,
 )
 from runtimes.upstream.http import Timeouts
-from runtimes.upstream.openai_compat import OpenAICompatUpstream
+from runtimes.upstream.openai_compat import ChunkReader, OpenAICompatUpstream
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 USER = [{"role": "user", "content": "Say hello."}]
@@ -357,3 +357,15 @@ def test_sse_lines_split_anywhere_still_parse(piece: int) -> None:
     events = asyncio.run(run())
     assert "".join(e.content for e in events) == "Grüße, 日本 ok"
     assert events[-1].finish_reason == "stop"
+
+
+def test_logprobs_in_stream_chunks_become_event_logprobs() -> None:
+    """vLLM and OpenAI send logprobs per chunk; they reach our events as computed upstream."""
+    entry = {"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"},
+                          "logprobs": {"content": [{**entry, "top_logprobs": [entry]}]}}]}
+    ev = ChunkReader(chat=True, provider="p").feed(chunk)
+    assert ev is not None and ev.content == "Hi"
+    [lp] = ev.logprobs
+    assert (lp.token, lp.logprob, lp.bytes) == ("Hi", -0.25, [72, 105])
+    assert [(t.token, t.logprob) for t in lp.top_logprobs] == [("Hi", -0.25)]

@@ -50,6 +50,8 @@ class Generation:
         self.ttft: float | None = None
         self._last_token: float | None = None
         self.usage: Usage | None = None
+        # The prompt's counts from the first event, where the runtime knows them up front.
+        self.prompt_usage: Usage | None = None
         self.finish: str | None = None
         self.outcome = "incomplete"
         # Called once after close, for the usage log (set by appliance.api.routing).
@@ -62,6 +64,8 @@ class Generation:
             self._first = await self._it.__anext__()
         except StopAsyncIteration:
             self._first = None
+        if self._first is not None:
+            self.prompt_usage = self._first.prompt_usage
         return self._first
 
     async def events(self) -> AsyncIterator[Event]:
@@ -112,6 +116,7 @@ class Generation:
         self.metrics.in_flight.labels(self.model).dec()
         if self.usage is not None:
             self.metrics.record_usage(self.model, self.usage)
+        self.metrics.live.record(self.route, self.usage, time.perf_counter() - self.started, self.ttft)
         u = self.usage or Usage()
         ttft = f"{self.ttft * 1000:.0f}ms" if self.ttft is not None else "-"
         log.info(

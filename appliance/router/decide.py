@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.router.capacity import fits_context, prompt_tokens, queue_wait_s
+from appliance.router.capacity import fits_context, overflow_detail, queue_wait_s
 from appliance.router.policy import Subject, pinned, project_of
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, is_tool_turn, session_key
@@ -49,11 +49,12 @@ class Refusal(Exception):
 class RouteRequest:
     """What the router may look at: the request plus the client's routing signals."""
 
-    model: str  # as the client sent it
+    model: str  # as the client sent it, or the main role when the API stood in for an unknown name
     chat: ChatRequest
     route_header: str | None = None  # x-appliance-route
     project_header: str | None = None  # x-appliance-project
     api_key: str | None = None  # the bearer/x-api-key the client sent
+    requested: str | None = None  # the name the client sent, for policy pins (None: `model`)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ class Router:
         if findings:
             kinds = sorted({f.kind for f in findings})
             return "privacy:" + "+".join(kinds)
-        subject = Subject(project_of(rr.project_header, rr.chat.messages), rr.api_key, rr.model)
+        name = rr.model if rr.requested is None else rr.requested
+        subject = Subject(project_of(rr.project_header, rr.chat.messages), rr.api_key, name)
         rule = pinned(self.pin_rules, subject)
         if rule is not None:
             return f"policy:{rule.label()}"
@@ -221,8 +223,7 @@ class Router:
         runtime = self._local_runtime(rr)
         if runtime is None:
             return "no local model is loaded"
-        n = prompt_tokens(runtime, rr.chat)
-        return f"the prompt has {n} tokens; the local context holds {runtime.n_ctx}"
+        return overflow_detail(runtime, rr.chat)
 
     def _remember(self, rr: RouteRequest, decision: Decision) -> None:
         key = session_key(rr.chat.messages)

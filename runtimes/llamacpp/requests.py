@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runtimes.base import Sampling, Usage
+from runtimes.base import Sampling, TokenLogprob, Usage
 
 if TYPE_CHECKING:
     from runtimes.llamacpp.sampling import SamplerChain, TextAssembler
@@ -34,6 +34,8 @@ class Step:
     token_ids: list[int]
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" on the last step
     usage: Usage | None = None  # on the last step
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of token_ids, when asked for
+    prompt: Usage | None = None  # on the first step: the prompt's tokens, cached ones among them
 
 
 @dataclass(eq=False)
@@ -52,7 +54,8 @@ class Request:
     last_token: int = -1
     cached: int = 0
     cancelled: bool = False
-    grammar: str | None = None  # GBNF from the JSON schema, converted at submission
+    grammar: str | None = None  # GBNF (the request's, or its JSON schema's), made at submission
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet emitted
     t_submit: float = field(default_factory=time.monotonic)
     t_first: float = 0.0
 
@@ -63,6 +66,10 @@ class Request:
         except RuntimeError:  # the consumer's event loop is gone
             self.cancelled = True
             return False
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        out, self.logprobs = self.logprobs, []
+        return out
 
     def usage(self) -> Usage:
         return Usage(

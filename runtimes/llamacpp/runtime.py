@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from runtimes.base import (
     Runtime,
     RuntimeStats,
     Sampling,
+    TokenLogprob,
     Usage,
 )
 from runtimes.llamacpp.chat_template import ChatTemplate
@@ -59,6 +62,7 @@ class LlamaCppRuntime(Runtime):
             tool_format = "hermes" if self.template.is_fallback else detect_tool_format(source)
         self.tool_format = tool_format
         self._markers = self._control_markers()
+        self._fingerprint: str | None = None
         t = self.template
         log.info(
             "%s: chat template %s, tool calls %s, object arguments %s, thinking %s, polyfills %s",
@@ -97,6 +101,15 @@ class LlamaCppRuntime(Runtime):
 
     def stats(self) -> RuntimeStats:
         return self.engine.stats()
+
+    def system_fingerprint(self) -> str:
+        """`fp_` + a short hash of the llama.cpp bindings' and our version and the model file
+        (name and size: cheap, and a re-quantized or replaced file changes it)."""
+        if self._fingerprint is None:
+            path = Path(self.engine.model.path)
+            parts = [_version("llama_cpp_python"), _version("appliance"), path.name, str(path.stat().st_size)]
+            self._fingerprint = "fp_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+        return self._fingerprint
 
     def count_prompt_tokens(self, req: ChatRequest) -> int:
         """The exact prompt length in tokens, as `chat` would send it (the router's capacity check)."""
@@ -146,15 +159,26 @@ class LlamaCppRuntime(Runtime):
         finish: str | None = None
         usage: Usage | None = None
         n_out = 0
+        # Logprobs ride on the next event out (text may be held back: stop strings, tool-call
+        # markers); the prompt's counts ride on the very first one (Anthropic's message_start).
+        logprobs: list[TokenLogprob] = []
+        prompt: Usage | None = None
+        first = True
         async with contextlib.aclosing(self.engine.generate(tokens, sampling)) as steps:
             # The first step is awaited before anything is yielded, so errors the engine
             # raises up front (context length, overload) reach the caller as exceptions.
             async for step in steps:
                 n_out += len(step.token_ids)
+                logprobs += step.logprobs
+                prompt = prompt or step.prompt or step.usage
                 text = self._restore_markers(step.text, step.token_ids) if parser else step.text
                 if text:
                     pending.extend(parser.feed(text) if parser else [Event(content=text)])
                 for ev in pending:
+                    if first:
+                        ev.prompt_usage, first = prompt, False
+                    if logprobs:
+                        ev.logprobs, logprobs = logprobs, []
                     yield ev
                 pending = []
                 if step.finish_reason is not None:
@@ -162,12 +186,16 @@ class LlamaCppRuntime(Runtime):
                     break
         if parser is not None:
             for ev in parser.finish():
+                if logprobs:
+                    ev.logprobs, logprobs = logprobs, []
                 yield ev
             if parser.has_calls and finish != "cancelled":
                 finish = "tool_calls"
         yield Event(
             finish_reason=finish or "stop",  # type: ignore[arg-type]
             usage=usage or Usage(prompt_tokens=len(tokens), completion_tokens=n_out),
+            logprobs=logprobs,
+            prompt_usage=prompt if first else None,
         )
 
     def _control_markers(self) -> dict[int, str]:
@@ -188,6 +216,13 @@ class LlamaCppRuntime(Runtime):
                 if t in self._markers:
                     text += self._markers[t]
         return text
+
+
+def _version(package: str) -> str:
+    try:
+        return pkg_metadata.version(package)
+    except pkg_metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def tool_choice_mode(tool_choice: Any) -> tuple[str, str | None]:

@@ -20,6 +20,7 @@ import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from runtimes.base import InvalidRequest, Sampling
+from runtimes.llamacpp.logprobs import RawLogprobs, raw_logprobs
 
 PENALTY_LAST_N = 64
 _RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
@@ -46,6 +47,13 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
         raise InvalidRequest(f"unsupported JSON schema: {e}") from e
 
 
+def request_grammar(s: Sampling) -> str | None:
+    """The GBNF a request's answer must follow: its own `grammar`, or its JSON schema's."""
+    if s.grammar:
+        return s.grammar
+    return schema_to_grammar(s.json_schema) if s.json_schema is not None else None
+
+
 def check_sampling(s: Sampling) -> None:
     """Refuse options llama.cpp's samplers would misbehave on."""
     if not (s.repeat_penalty > 0 and math.isfinite(s.repeat_penalty)):
@@ -53,8 +61,10 @@ def check_sampling(s: Sampling) -> None:
     for name in ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty"):
         if not math.isfinite(getattr(s, name)):
             raise InvalidRequest(f"{name} must be a finite number")
-    if s.ignore_eos and s.json_schema is not None:
-        raise InvalidRequest("ignore_eos cannot be combined with structured output (the JSON must end)")
+    if s.ignore_eos and (s.json_schema is not None or s.grammar):
+        raise InvalidRequest("ignore_eos cannot be combined with structured output (the answer must end)")
+    if s.grammar and s.json_schema is not None:
+        raise InvalidRequest("give either a grammar or a JSON schema, not both")
 
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
@@ -92,6 +102,8 @@ class SamplerChain:
             prompt_tail[-PENALTY_LAST_N:], PENALTY_LAST_N
         )
         self._greedy = s.temperature <= 0.0
+        self._n_logprobs = s.logprobs
+        self.logprobs: RawLogprobs | None = None
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         self.ptr = chain
         try:
@@ -107,12 +119,13 @@ class SamplerChain:
                 lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
                 seed = _RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
                 lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
-            if grammar is None and s.json_schema is not None:
-                grammar = schema_to_grammar(s.json_schema)
+            if grammar is None:
+                grammar = request_grammar(s)
             if grammar is not None:
                 g = lc.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
                 if not g:
-                    raise InvalidRequest("the JSON schema produced a grammar llama.cpp cannot parse")
+                    what = "grammar" if s.grammar else "grammar made from the JSON schema"
+                    raise InvalidRequest(f"the {what} is not GBNF llama.cpp can parse (with a 'root' rule)")
                 self.grammar = g
                 self._cur = np.zeros(n_vocab, dtype=_TOKEN_DATA)
                 self._ids = np.arange(n_vocab, dtype=np.int32)
@@ -126,8 +139,16 @@ class SamplerChain:
             raise
 
     def sample(self, ctx_ptr: Any, idx: int) -> int:
-        """Sample (and accept) the next token from batch row `idx`."""
+        """Sample (and accept) the next token from batch row `idx`; with logprobs asked for,
+        `self.logprobs` then holds the token's (see logprobs.py: over the raw row)."""
         row = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
+        raw = row.copy() if self._n_logprobs is not None else None  # bias and penalties edit `row`
+        tok = self._sample_row(row, ctx_ptr, idx)
+        if raw is not None:
+            self.logprobs = raw_logprobs(raw, tok, self._n_logprobs or 0)
+        return tok
+
+    def _sample_row(self, row: np.ndarray, ctx_ptr: Any, idx: int) -> int:
         if len(self._bias_ids):
             row[self._bias_ids] += self._bias_vals
         if self._penalize:

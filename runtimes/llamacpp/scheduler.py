@@ -18,11 +18,12 @@ import time
 from typing import TYPE_CHECKING
 
 from runtimes.base import ContextLengthExceeded, InvalidRequest, RuntimeError_, Sampling
+from runtimes.llamacpp.logprobs import to_token_logprob
 from runtimes.llamacpp.model import Batch, Context, Model
 from runtimes.llamacpp.plan import StepPlan
 from runtimes.llamacpp.policy import Policy
 from runtimes.llamacpp.requests import ReqState, Request, Step
-from runtimes.llamacpp.sampling import SamplerChain, TextAssembler, check_sampling, schema_to_grammar
+from runtimes.llamacpp.sampling import SamplerChain, TextAssembler, check_sampling, request_grammar
 
 if TYPE_CHECKING:
     from runtimes.llamacpp.prefix_store import PrefixStore
@@ -72,7 +73,7 @@ class Scheduler:
         if any(t < 0 or t >= self.model.n_vocab for t in prompt):
             raise InvalidRequest("the prompt holds token ids outside the vocabulary")
         check_sampling(sampling)
-        grammar = schema_to_grammar(sampling.json_schema) if sampling.json_schema is not None else None
+        grammar = request_grammar(sampling)
         room = self.n_ctx - len(prompt)
         max_new = room if sampling.max_tokens is None else max(1, min(sampling.max_tokens, room))
         req = Request(list(prompt), sampling, max_new, loop, asyncio.Queue(), grammar=grammar)
@@ -170,13 +171,16 @@ class Scheduler:
         return rows
 
     def _on_token(self, r: Request, tok: int) -> None:
-        if not r.t_first:
+        first = not r.t_first
+        if first:
             r.t_first = time.monotonic()
         r.generated.append(tok)
         self.counters.tokens_generated += 1
-        if self.model.is_eog(tok):
+        if self.model.is_eog(tok):  # the end marker is not part of the answer: no logprob for it
             self._finish(r, "stop", r.text.finish(), [tok])
             return
+        if r.chain.logprobs is not None:
+            r.logprobs.append(to_token_logprob(r.chain.logprobs, self.model.piece))
         text = r.text.feed(self.model.piece(tok))
         if r.text.stopped:
             self._finish(r, "stop", text, [tok])
@@ -184,7 +188,8 @@ class Scheduler:
             self._finish(r, "length", text + r.text.finish(), [tok])
         else:
             r.last_token = tok
-            if not r.emit(Step(text, [tok])):
+            step = Step(text, [tok], logprobs=r.take_logprobs(), prompt=r.usage() if first else None)
+            if not r.emit(step):
                 self._finish(r, "cancelled", "")
 
     def _finish(self, r: Request, reason: str, text: str, ids: list[int] | None = None) -> None:
@@ -197,7 +202,7 @@ class Scheduler:
         """Free the sampler of a retired request and send its last step."""
         if r.chain is not None:
             r.chain.free()
-        r.emit(Step(text, ids or [], reason, r.usage()))
+        r.emit(Step(text, ids or [], reason, r.usage(), logprobs=r.take_logprobs()))
 
     def _decode_failed(self, ret: int, plan: StepPlan) -> None:
         if ret == 1:

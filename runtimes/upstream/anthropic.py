@@ -93,6 +93,9 @@ class AnthropicUpstream(SseUpstream):
     # -- request ------------------------------------------------------------------------
     def messages_body(self, req: ChatRequest) -> dict[str, Any]:
         s = req.sampling
+        if s.grammar or s.logprobs is not None:  # Anthropic's API has neither
+            what = "a GBNF 'grammar'" if s.grammar else "logprobs"
+            raise InvalidRequest(f"{self.provider} (Anthropic's API) does not take {what}.")
         system, messages = to_anthropic(req.messages)
         body: dict[str, Any] = {
             "model": self.model,

@@ -23,8 +23,11 @@ from runtimes.base import (
     CompletionRequest,
     Event,
     FinishReason,
+    InvalidRequest,
     Sampling,
+    TokenLogprob,
     ToolCallDelta,
+    TopLogprob,
     UpstreamError,
     Usage,
 )
@@ -142,6 +145,12 @@ class OpenAICompatUpstream(SseUpstream):
             out["stop"] = list(s.stop)
         if s.json_schema is not None:
             out["response_format"] = response_format(s.json_schema)
+        if s.grammar:  # vLLM's and clouds' grammar parameters differ (and vary by version)
+            raise InvalidRequest(f"{self.provider} does not take a GBNF 'grammar'; use json_schema instead.")
+        if s.logprobs is not None:
+            out["logprobs"] = True
+            if s.logprobs:
+                out["top_logprobs"] = s.logprobs
         if self.vendor_params:
             if s.top_k != _DEFAULTS.top_k:
                 out["top_k"] = s.top_k
@@ -196,8 +205,9 @@ class ChunkReader:
         content = delta.get("content") or ""
         reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
         calls = [self._tool_piece(i, c) for i, c in enumerate(delta.get("tool_calls") or [])]
-        if content or reasoning or calls:
-            return Event(content=content, reasoning=reasoning, tool_calls=calls)
+        logprobs = logprobs_from_openai(choice.get("logprobs"))
+        if content or reasoning or calls or logprobs:
+            return Event(content=content, reasoning=reasoning, tool_calls=calls, logprobs=logprobs)
         return None
 
     def _tool_piece(self, position: int, call: dict[str, Any]) -> ToolCallDelta:
@@ -224,6 +234,23 @@ def usage_from_openai(raw: dict[str, Any]) -> Usage:
         completion_tokens=int(raw.get("completion_tokens") or 0),
         cached_tokens=int(details.get("cached_tokens") or 0),
     )
+
+
+def logprobs_from_openai(raw: Any) -> list[TokenLogprob]:
+    """A chunk's `choices[0].logprobs.content`, passed on as the upstream computed it."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
+        return []
+
+    def one(d: dict[str, Any]) -> TopLogprob:
+        return TopLogprob(str(d.get("token", "")), float(d.get("logprob", 0.0)), list(d.get("bytes") or []))
+
+    out = []
+    for d in raw["content"]:
+        if isinstance(d, dict):
+            head = one(d)
+            tops = [one(t) for t in d.get("top_logprobs") or [] if isinstance(t, dict)]
+            out.append(TokenLogprob(head.token, head.logprob, head.bytes, tops))
+    return out
 
 
 def response_format(schema: dict[str, Any]) -> dict[str, Any]:

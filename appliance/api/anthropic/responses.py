@@ -106,8 +106,9 @@ class MessageStream:
     _open: tuple[str, int] | None = None  # ("text"|"thinking"|"tool_use", tool index)
     _called_tools: bool = False
 
-    def start(self) -> bytes:
-        message = message_object(self.id, self.model, [], None, Usage())
+    def start(self, prompt: Usage | None = None) -> bytes:
+        """message_start, with the prompt's counts (as Anthropic's own stream has them)."""
+        message = message_object(self.id, self.model, [], None, prompt or Usage())
         return sse_event({"type": "message_start", "message": message})
 
     def delta(self, ev: Event) -> list[bytes]:

@@ -27,7 +27,7 @@ from appliance.api.registry import MAIN_ROLE
 from appliance.api.routing import ChatDispatcher, resolve_local
 from appliance.api.sse import SSEResponse
 from appliance.router.capacity import prompt_tokens
-from runtimes.base import ChatRequest, RuntimeError_, Sampling
+from runtimes.base import ChatRequest, RuntimeError_, Sampling, Usage
 from runtimes.upstream.anthropic_format import (
     from_anthropic,
     from_anthropic_tool_choice,
@@ -50,7 +50,7 @@ def chat_request(body: CountTokensBody, raw: dict[str, Any], rid: str) -> ChatRe
         sampling.json_schema = body.output_config.format.schema_
     thinking = body.thinking.type if body.thinking else None
     return ChatRequest(
-        model=body.model,
+        model=body.model or "",
         messages=from_anthropic(raw.get("system"), raw["messages"]),
         sampling=sampling,
         tools=from_anthropic_tools(raw["tools"]) if raw.get("tools") else None,
@@ -87,7 +87,8 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
         rid = request_id(request)
         try:
             body, raw = await read_body(request, MessagesBody)
-            started = await dispatcher.start_chat(request, chat_request(body, raw, rid), body.model)
+            req = chat_request(body, raw, rid)
+            started = await dispatcher.start_chat(request, req, body.model, raw.get("keep_alive"))
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         except Exception as exc:
@@ -96,7 +97,8 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
         message_id = new_id("msg").replace("-", "_")
         if body.stream:
             stream = MessageStream(message_id, model)
-            return SSEResponse(_events(gen, stream), headers=headers, on_close=gen.aclose)
+            prompt = gen.prompt_usage or _estimated_prompt(dispatcher, req)
+            return SSEResponse(_events(gen, stream, prompt), headers=headers, on_close=gen.aclose)
         collector = MessageCollector()
 
         def answer() -> dict[str, Any]:
@@ -116,7 +118,7 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
             body, raw = await read_body(request, CountTokensBody)
             req = chat_request(body, raw, rid)
             try:
-                runtime = resolve_local(dispatcher.models, body.model)
+                runtime = resolve_local(dispatcher.models, dispatcher.target(body.model)[0])
             except ApiError:
                 runtime = resolve_local(dispatcher.models, MAIN_ROLE)
             return JSONResponse({"input_tokens": prompt_tokens(runtime, req)})
@@ -126,11 +128,21 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
     return router
 
 
-async def _events(gen: Generation, stream: MessageStream) -> AsyncIterator[bytes]:
+def _estimated_prompt(dispatcher: ChatDispatcher, req: ChatRequest) -> Usage | None:
+    """The prompt's size where the runtime did not report it (a cloud or vLLM answer): counted
+    with the main local model's tokenizer, as count_tokens does."""
+    try:
+        return Usage(prompt_tokens=prompt_tokens(dispatcher.models.resolve(MAIN_ROLE), req))
+    except Exception:  # no local model to count with: Anthropic's shape still needs a number
+        log.debug("request %s: could not count the prompt", req.request_id, exc_info=True)
+        return None
+
+
+async def _events(gen: Generation, stream: MessageStream, prompt: Usage | None) -> AsyncIterator[bytes]:
     """message_start, the blocks, message_delta + message_stop; a failure becomes an `error` event."""
     outcome = "client_gone"
     try:
-        yield stream.start()
+        yield stream.start(prompt)
         try:
             async for ev in gen.events():
                 for frame in stream.delta(ev):

@@ -59,7 +59,7 @@ class OutputConfig(OpenModel):
 
 
 class CountTokensBody(StrictModel):
-    model: str
+    model: str | None = None  # none (or one we do not know): the main model
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[Block] | None = None
     tools: list[ToolParam] | None = None

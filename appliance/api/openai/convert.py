@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.api.choices import MAX_CHOICES
 from appliance.api.errors import ApiError
 from appliance.api.openai.schemas import ChatCompletionBody, CompletionBody, SamplingFields
 from runtimes.base import ChatRequest, CompletionRequest, Sampling
@@ -25,8 +26,6 @@ def _bad(param: str, message: str) -> ApiError:
 
 def sampling_from(body: SamplingFields, max_tokens: int | None) -> Sampling:
     """Only the fields the client set; the rest keep the runtime's defaults."""
-    if body.n not in (None, 1):
-        raise _bad("n", "Only n=1 is supported.")
     opts: dict[str, Any] = {"max_tokens": max_tokens}
     for src, dst in (
         ("temperature", "temperature"),
@@ -49,6 +48,10 @@ def sampling_from(body: SamplingFields, max_tokens: int | None) -> Sampling:
     if body.logit_bias:
         opts["logit_bias"] = _logit_bias(body.logit_bias)
     opts["json_schema"] = _json_schema(body)
+    if body.grammar:
+        if opts["json_schema"] is not None:
+            raise _bad("grammar", "Give either a grammar or a JSON schema (json_schema, response_format).")
+        opts["grammar"] = body.grammar
     return Sampling(**opts)
 
 
@@ -67,6 +70,10 @@ def _logit_bias(raw: dict[str, float]) -> dict[int, float]:
 
 def _json_schema(body: SamplingFields) -> dict[str, Any] | None:
     fmt = body.response_format
+    if body.json_schema is not None:  # llama-server's top-level field: the same constraint
+        if fmt is not None and fmt.type != "text":
+            raise _bad("json_schema", "Give either json_schema or response_format, not both.")
+        return dict(body.json_schema)
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
@@ -80,8 +87,6 @@ def _json_schema(body: SamplingFields) -> dict[str, Any] | None:
 def chat_request(
     body: ChatCompletionBody, raw: dict[str, Any], model_id: str, request_id: str
 ) -> ChatRequest:
-    if body.logprobs:
-        raise _bad("logprobs", "logprobs are not supported.")
     max_tokens = body.max_completion_tokens or body.max_tokens
     messages = [_message(m, i) for i, m in enumerate(raw["messages"])]
     tools = raw.get("tools") or None
@@ -96,15 +101,33 @@ def chat_request(
                 code="invalid_type",
             )
         enable_thinking = kwargs["enable_thinking"]
+    sampling = sampling_from(body, max_tokens)
+    sampling.logprobs = _logprobs(body)
     return ChatRequest(
         model=model_id,
         messages=messages,
-        sampling=sampling_from(body, max_tokens),
+        sampling=sampling,
         tools=tools,
         tool_choice=raw.get("tool_choice"),
         enable_thinking=enable_thinking,
         request_id=request_id,
+        n=_choices(body.n),
     )
+
+
+def _choices(n: int | None) -> int:
+    if n is None:
+        return 1
+    if not 1 <= n <= MAX_CHOICES:
+        raise _bad("n", f"n must be between 1 and {MAX_CHOICES}; got {n}.")
+    return n
+
+
+def _logprobs(body: ChatCompletionBody) -> int | None:
+    """How many alternatives per token to report (0: only the chosen token); None: no logprobs."""
+    if body.top_logprobs is not None and not body.logprobs:
+        raise _bad("top_logprobs", "top_logprobs needs logprobs: true.")
+    return (body.top_logprobs or 0) if body.logprobs else None
 
 
 def _message(raw: dict[str, Any], index: int) -> dict[str, Any]:
@@ -146,6 +169,8 @@ def completion_request(body: CompletionBody, model_id: str, request_id: str) -> 
         prompt = body.prompt[0]
     else:
         prompt = body.prompt
+    if body.n not in (None, 1):
+        raise _bad("n", "Only n=1 is supported for text completions.")
     if body.best_of not in (None, 1):
         raise _bad("best_of", "Only best_of=1 is supported.")
     if body.logprobs is not None:

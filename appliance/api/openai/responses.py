@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.api.http import new_id
-from runtimes.base import Event, ToolCallDelta, Usage
+from runtimes.base import Event, TokenLogprob, ToolCallDelta, TopLogprob, Usage
 
 
 def usage_dict(usage: Usage | None) -> dict[str, Any]:
@@ -73,46 +73,83 @@ def finish_reason(raw: str | None, tool_calls: ToolCalls) -> str:
     return reason
 
 
+def _candidate(t: TopLogprob) -> dict[str, Any]:
+    return {"token": t.token, "logprob": t.logprob, "bytes": t.bytes}
+
+
+def logprobs_dict(tokens: list[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's `choices[].logprobs`: one entry per token, each with its alternatives."""
+    content = [{**_candidate(t), "top_logprobs": [_candidate(a) for a in t.top_logprobs]} for t in tokens]
+    return {"content": content, "refusal": None}
+
+
+def ends_choice(ev: Event) -> bool:
+    """One of several answers (n > 1) finished; the stream's own end carries the usage."""
+    return ev.finish_reason is not None and ev.usage is None
+
+
 @dataclass
 class ChatStream:
-    """Builds `chat.completion.chunk` objects for one streamed answer."""
+    """Builds `chat.completion.chunk` objects for one streamed answer (or `n` of them, by index)."""
 
     id: str
     model: str
     include_usage: bool
+    fingerprint: str | None = None
+    n: int = 1
+    logprobs: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
-    tools: ToolCalls = field(default_factory=ToolCalls)
+    tools: dict[int, ToolCalls] = field(default_factory=dict)
+    finished: set[int] = field(default_factory=set)
 
-    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+    def _chunk(
+        self, delta: dict[str, Any] | None, finish: str | None = None, index: int = 0, logprobs: Any = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": self.fingerprint,
             "choices": []
             if delta is None
-            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            else [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         }
         if self.include_usage:
             out["usage"] = None
         return out
 
-    def role(self) -> dict[str, Any]:
-        return self._chunk({"role": "assistant", "content": ""})
+    def _tools(self, index: int) -> ToolCalls:
+        return self.tools.setdefault(index, ToolCalls())
+
+    def preamble(self) -> list[dict[str, Any]]:
+        """The role chunk of each answer, before any text."""
+        return [self._chunk({"role": "assistant", "content": ""}, index=i) for i in range(self.n)]
 
     def delta(self, ev: Event) -> dict[str, Any] | None:
-        """The chunk for an event's new text / reasoning / tool-call pieces, if any."""
+        """The chunk for an event's new text / reasoning / tool-call pieces / logprobs, if any."""
+        i = ev.choice
+        if ends_choice(ev):
+            self.finished.add(i)
+            return self._chunk({}, finish_reason(ev.finish_reason, self._tools(i)), i, self._logprobs(ev))
         delta: dict[str, Any] = {}
         if ev.reasoning:
             delta["reasoning_content"] = ev.reasoning
         if ev.content:
             delta["content"] = ev.content
         if ev.tool_calls:
-            delta["tool_calls"] = [self.tools.add(p) for p in ev.tool_calls]
-        return self._chunk(delta) if delta else None
+            delta["tool_calls"] = [self._tools(i).add(p) for p in ev.tool_calls]
+        if not delta and not (self.logprobs and ev.logprobs):
+            return None
+        return self._chunk(delta, index=i, logprobs=self._logprobs(ev))
 
-    def finish(self, raw: str | None) -> dict[str, Any]:
-        return self._chunk({}, finish_reason(raw, self.tools))
+    def _logprobs(self, ev: Event) -> dict[str, Any] | None:
+        return logprobs_dict(ev.logprobs) if self.logprobs and ev.logprobs else None
+
+    def finish(self, raw: str | None) -> list[dict[str, Any]]:
+        """The finish chunk of every answer that has not had its own yet."""
+        open_ = [i for i in range(self.n) if i not in self.finished]
+        return [self._chunk({}, finish_reason(raw, self._tools(i)), i) for i in open_]
 
     def usage(self, usage: Usage | None) -> dict[str, Any]:
         out = self._chunk(None)
@@ -121,44 +158,61 @@ class ChatStream:
 
 
 @dataclass
-class ChatCollector:
-    """Accumulates a whole answer for a non-streamed `chat.completion`."""
-
+class _Answer:
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     tools: ToolCalls = field(default_factory=ToolCalls)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: str | None = None
+
+
+@dataclass
+class ChatCollector:
+    """Accumulates a whole answer (or `n` of them) for a non-streamed `chat.completion`."""
+
+    n: int = 1
+    logprobs: bool = False
+    answers: dict[int, _Answer] = field(default_factory=dict)
 
     def add(self, ev: Event) -> None:
+        a = self.answers.setdefault(ev.choice, _Answer())
         if ev.content:
-            self.content.append(ev.content)
+            a.content.append(ev.content)
         if ev.reasoning:
-            self.reasoning.append(ev.reasoning)
+            a.reasoning.append(ev.reasoning)
         for piece in ev.tool_calls:
-            self.tools.add(piece)
+            a.tools.add(piece)
+        a.logprobs.extend(ev.logprobs)
+        if ends_choice(ev):
+            a.finish = ev.finish_reason
 
-    def response(self, id: str, model: str, finish: str | None, usage: Usage | None) -> dict[str, Any]:
-        text = "".join(self.content)
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if self.tools.calls:
-            message["tool_calls"] = self.tools.message_list()
-            if not text:
-                message["content"] = None
-        if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
+    def response(
+        self, id: str, model: str, finish: str | None, usage: Usage | None, fingerprint: str | None = None
+    ) -> dict[str, Any]:
         return {
             "id": id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": finish_reason(finish, self.tools),
-                }
-            ],
+            "system_fingerprint": fingerprint,
+            "choices": [self._choice(i, self.answers.get(i, _Answer()), finish) for i in range(self.n)],
             "usage": usage_dict(usage),
+        }
+
+    def _choice(self, index: int, a: _Answer, finish: str | None) -> dict[str, Any]:
+        text = "".join(a.content)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if a.tools.calls:
+            message["tool_calls"] = a.tools.message_list()
+            if not text:
+                message["content"] = None
+        if a.reasoning:
+            message["reasoning_content"] = "".join(a.reasoning)
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": logprobs_dict(a.logprobs) if self.logprobs else None,
+            "finish_reason": finish_reason(a.finish or finish, a.tools),
         }
 
 
@@ -188,8 +242,8 @@ class TextStream:
     def delta(self, ev: Event) -> dict[str, Any] | None:
         return self._chunk(ev.content) if ev.content else None
 
-    def finish(self, raw: str | None) -> dict[str, Any]:
-        return self._chunk("", raw or "stop")
+    def finish(self, raw: str | None) -> list[dict[str, Any]]:
+        return [self._chunk("", raw or "stop")]
 
     def usage(self, usage: Usage | None) -> dict[str, Any]:
         out = self._chunk(None)

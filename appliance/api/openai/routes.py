@@ -29,12 +29,7 @@ from appliance.router.decide import Decision
 from runtimes.base import Event, Runtime, RuntimeError_
 
 log = logging.getLogger("appliance.api")
-COMPLETIONS_REASON = "completions-local"
-
-
-def local_headers(runtime: Runtime) -> dict[str, str]:
-    """Legacy /v1/completions is not routed: always the local model."""
-    return route_headers("local", COMPLETIONS_REASON, runtime.id)
+COMPLETIONS_REASON = "completions-local"  # legacy /v1/completions is not routed: always local
 
 
 def _stream_error(exc: Exception, rid: str) -> bytes:
@@ -59,40 +54,48 @@ def build_openai_router(models: ModelRegistry, metrics: Metrics, dispatcher: Cha
             started=started,
         )
 
+    # llama-server and many clients also accept the paths without /v1.
     @router.post("/v1/chat/completions")
+    @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body, raw = await read_body(request, ChatCompletionBody)
-        req = chat_request(body, raw, body.model, request_id(request))
+        req = chat_request(body, raw, body.model or "", request_id(request))
         try:
-            started = await dispatcher.start_chat(request, req, body.model)
+            started = await dispatcher.start_chat(request, req, body.model, raw.get("keep_alive"))
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         gen, model, headers = started.gen, started.model, started.headers
         completion_id = new_id("chatcmpl")
+        logprobs = req.sampling.logprobs is not None
         if body.stream:
-            state = ChatStream(completion_id, model, body.include_usage)
-            return SSEResponse(_sse(gen, state, [state.role()]), headers=headers, on_close=gen.aclose)
-        collector = ChatCollector()
+            state = ChatStream(
+                completion_id, model, body.include_usage, started.fingerprint, n=req.n, logprobs=logprobs
+            )
+            return SSEResponse(_sse(gen, state, state.preamble()), headers=headers, on_close=gen.aclose)
+        collector = ChatCollector(n=req.n, logprobs=logprobs)
 
         def answer() -> dict[str, Any]:
-            return collector.response(completion_id, model, gen.finish, gen.usage)
+            return collector.response(completion_id, model, gen.finish, gen.usage, started.fingerprint)
 
         return await whole_response(request, gen, collector.add, answer, headers)
 
     @router.post("/v1/completions")
+    @router.post("/completions")
     async def completions(request: Request) -> Response:
         started = time.perf_counter()
         body, _ = await read_body(request, CompletionBody)
-        runtime = resolve_local(models, body.model)
+        target, note = dispatcher.target(body.model)
+        runtime = resolve_local(models, target)
+        reason = f"{COMPLETIONS_REASON},{note}" if note else COMPLETIONS_REASON
         req = completion_request(body, runtime.id, request_id(request))
         gen = generation(request, runtime, "completion", started, runtime.complete(req))
-        gen.on_close = dispatcher.recorder(Decision("local", COMPLETIONS_REASON, runtime.id), body.model)
+        gen.on_close = dispatcher.recorder(Decision("local", reason, runtime.id), body.model or "")
         try:
             await start(request, gen)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         completion_id = new_id("cmpl")
-        headers = local_headers(runtime)
+        headers = route_headers("local", reason, runtime.id)
         if body.stream:
             state = TextStream(completion_id, runtime.id, body.include_usage)
             return SSEResponse(_sse(gen, state, []), headers=headers, on_close=gen.aclose)
@@ -105,10 +108,12 @@ def build_openai_router(models: ModelRegistry, metrics: Metrics, dispatcher: Cha
         return await whole_response(request, gen, lambda ev: pieces.append(ev.content), answer, headers)
 
     @router.get("/v1/models")
+    @router.get("/models")
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(models, rt) for rt in models.runtimes()]}
 
     @router.get("/v1/models/{model_id:path}")
+    @router.get("/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
         return _model_card(models, resolve_local(models, model_id))
 
@@ -133,7 +138,8 @@ async def _sse(
                 outcome = "error"
                 yield sse(err.body())
             else:
-                yield sse(state.finish(gen.finish))
+                for chunk in state.finish(gen.finish):
+                    yield sse(chunk)
                 if state.include_usage:
                     yield sse(state.usage(gen.usage))
                 outcome = "ok"

@@ -84,7 +84,7 @@ class StreamOptions(StrictModel):
 class SamplingFields(StrictModel):
     """Options shared by chat and text completions."""
 
-    model: str
+    model: str | None = None  # none (or one we do not know): the main model, as llama-server does
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -102,6 +102,10 @@ class SamplingFields(StrictModel):
     n: int | None = None
     response_format: ResponseFormat | None = None
     ignore_eos: bool | None = None  # llama-server's and vLLM's extension
+    # llama-server's structured-output extensions: a GBNF grammar, or a JSON schema (as
+    # response_format's). Served by our engine; refused (400) where a backend cannot take them.
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -116,7 +120,7 @@ class ChatCompletionBody(SamplingFields):
     chat_template_kwargs: dict[str, Any] | None = None
     enable_thinking: bool | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 class CompletionBody(SamplingFields):
