@@ -35,14 +35,22 @@ class LiveServer:
 
 @contextmanager
 def running_server(
-    app: ASGIApp, *, host: str = "127.0.0.1", log_level: str = "warning", start_timeout_s: float = 30.0
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    log_level: str = "warning",
+    start_timeout_s: float = 30.0,
+    **uvicorn_options: object,
 ) -> Iterator[LiveServer]:
-    """Serve `app` until the block exits; yields where it listens."""
+    """Serve `app` until the block exits; yields where it listens. `uvicorn_options` go to
+    uvicorn.Config (e.g. ssl_certfile/ssl_keyfile: the base URL is then still http://...)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=3, **uvicorn_options  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True

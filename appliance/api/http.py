@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from appliance.api.errors import ApiError
 from appliance.api.generation import ClientGone, Generation, unless_disconnected
+from appliance.api.limits import DEFAULT_LIMITS, check_counts, parse_json
 from runtimes.base import Event
 
 # Sent instead of a response when the client has already gone (nginx's convention).
@@ -54,12 +55,14 @@ async def read_body(request: Request, model: type[B]) -> tuple[B, dict[str, Any]
     raw_bytes = await request.body()
     if not raw_bytes.strip():
         raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
+    limits = getattr(request.app.state, "limits", DEFAULT_LIMITS)
     try:
-        raw = json.loads(raw_bytes)
+        raw = parse_json(raw_bytes, limits)  # depth-checked first: no RecursionError
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    check_counts(raw, limits)
     return model.model_validate(raw), raw
 
 

@@ -17,6 +17,10 @@ from runtimes.queue_wait import QueueWait
 
 FRAMING_TOKENS_PER_MESSAGE = 16  # role markers and separators a chat template adds
 CHARS_PER_TOKEN_ESTIMATE = 3.0  # used only when the runtime cannot count
+# No token is longer than this many bytes (the longest in the vocabularies we serve: Qwen2.5's,
+# 256 bytes of byte-level text), so a prompt of more than n_ctx * this many bytes cannot fit:
+# it is refused without rendering or tokenizing megabytes on the event loop.
+MAX_BYTES_PER_TOKEN = 256
 
 
 def _request_bytes(req: ChatRequest) -> int:
@@ -42,10 +46,23 @@ def prompt_tokens(runtime: Runtime, req: ChatRequest) -> int:
 
 def fits_context(runtime: Runtime, req: ChatRequest) -> bool:
     """True if the prompt leaves at least one token of the local context for the answer."""
-    upper = _request_bytes(req) + FRAMING_TOKENS_PER_MESSAGE * (len(req.messages) + 1) + 512
+    n_bytes = _request_bytes(req)
+    upper = n_bytes + FRAMING_TOKENS_PER_MESSAGE * (len(req.messages) + 1) + 512
     if upper < runtime.n_ctx:
         return True  # cannot be too long: skip tokenizing
+    if n_bytes > runtime.n_ctx * MAX_BYTES_PER_TOKEN:
+        return False  # cannot fit: skip tokenizing
     return prompt_tokens(runtime, req) < runtime.n_ctx
+
+
+def overflow_detail(runtime: Runtime, req: ChatRequest) -> str:
+    """Why a prompt does not fit, in numbers (exact tokens unless it is far too long to count)."""
+    n_bytes = _request_bytes(req)
+    if n_bytes > runtime.n_ctx * MAX_BYTES_PER_TOKEN:
+        n = f"{n_bytes} bytes (at least {n_bytes // MAX_BYTES_PER_TOKEN} tokens)"
+    else:
+        n = f"{prompt_tokens(runtime, req)} tokens"
+    return f"the prompt has {n}; the local context holds {runtime.n_ctx}"
 
 
 def queue_wait_s(wait: QueueWait, runtime: Runtime) -> float:

@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS requests (
     completion_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
     latency_ms REAL NOT NULL,
-    status TEXT NOT NULL           -- ok | error | client_gone | refused | http status
+    status TEXT NOT NULL,          -- ok | error | client_gone | refused | http status
+    key_name TEXT NOT NULL DEFAULT '',  -- the API key's name (appliance keys), '' when none was used
+    dialect TEXT NOT NULL DEFAULT ''   -- the API the client spoke: openai | anthropic ('' in older rows)
 );
 CREATE INDEX IF NOT EXISTS requests_day ON requests(day);
 """
@@ -58,6 +60,8 @@ class UsageRecord:
     cost_usd: float
     latency_ms: float
     status: str
+    key_name: str = ""
+    dialect: str = ""
 
 
 def utc_day(ts: float) -> str:
@@ -73,6 +77,10 @@ def connect(path: Path) -> sqlite3.Connection:
     columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
     if "cached_tokens" not in columns:  # a log written before cached tokens were recorded
         db.execute("ALTER TABLE requests ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+    if "key_name" not in columns:  # a log written before requests were attributed to keys
+        db.execute("ALTER TABLE requests ADD COLUMN key_name TEXT NOT NULL DEFAULT ''")
+    if "dialect" not in columns:  # a log written before the console's audit showed the dialect
+        db.execute("ALTER TABLE requests ADD COLUMN dialect TEXT NOT NULL DEFAULT ''")
     return db
 
 
@@ -113,6 +121,8 @@ class UsageLog:
         latency_ms: float = 0.0,
         status: str = "ok",
         cost_usd: float | None = None,
+        key_name: str = "",
+        dialect: str = "",
     ) -> UsageRecord:
         """Queue one row; cloud rows are priced (by the caller, who knows the provider's
         price, else by model name) and counted against today's spend at once."""
@@ -122,7 +132,7 @@ class UsageLog:
             cost = self.cost(served_model, usage) if cost_usd is None else cost_usd
         rec = UsageRecord(
             started, utc_day(started), route, reason, requested_model, served_model, provider,
-            prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status,
+            prompt_tokens, cached_tokens, completion_tokens, cost, latency_ms, status, key_name, dialect,
         )
         if cost:
             with self._lock:
