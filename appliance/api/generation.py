@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import anyio
 from starlette.requests import Request
 
+from appliance.api.draining import DRAINING, ServerStopping
 from appliance.api.metrics import Metrics
 from runtimes.base import Event, Usage
 
@@ -61,7 +62,7 @@ class Generation:
     async def prefetch(self) -> Event | None:
         """Wait for the first event, so errors before any output get a real HTTP status."""
         try:
-            self._first = await self._it.__anext__()
+            self._first = await self._next()
         except StopAsyncIteration:
             self._first = None
         if self._first is not None:
@@ -76,11 +77,22 @@ class Generation:
             yield ev
             if self._done(ev):
                 return
-        async for ev in self._it:
+        while True:
+            try:
+                ev = await self._next()
+            except StopAsyncIteration:
+                return
             self._observe(ev)
             yield ev
             if self._done(ev):
                 return
+
+    async def _next(self) -> Event:
+        """The runtime's next event, or `ServerStopping` once a shutdown's grace is over (the
+        wait is cancelled as a hang-up would cancel it, so the runtime frees the slot)."""
+        with DRAINING.wait_scope():
+            return await self._it.__anext__()
+        raise ServerStopping()  # reached only when the drain cancelled the wait
 
     def _done(self, ev: Event) -> bool:
         return ev.finish_reason is not None and ev.usage is not None

@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from appliance.api.live import LiveWindow
 from appliance.api.registry import ModelRegistry
 from runtimes.base import Usage
 
@@ -95,6 +96,7 @@ class Metrics:
             "appliance_requests_in_flight", "Completions being answered", ["model"], registry=r
         )
         r.register(_RuntimeStatsCollector(models))
+        self.live = LiveWindow()  # the last minutes, per second, for the console's live panel
 
     def record_usage(self, model: str, usage: Usage) -> None:
         self.prompt_tokens.labels(model).inc(usage.prompt_tokens)

@@ -34,6 +34,16 @@ class ModelNotFound(LookupError):
         super().__init__(name)
 
 
+@dataclass(frozen=True)
+class Download:
+    """A model being pulled before it can load: what /health reports meanwhile. Replaced, never
+    mutated, so the loader thread can publish progress while the server thread reads it."""
+
+    model: str
+    done_bytes: int
+    total_bytes: int
+
+
 @dataclass
 class _Entry:
     runtime: Runtime
@@ -44,10 +54,10 @@ class ModelRegistry:
     """The loaded runtimes under their catalog ids, with role and alias lookup.
 
     `catalog_aliases` resolves names outside the registry (a dict alias -> id, or a
-    callable such as `catalog_resolver()`). The `loading` flag is what /health
-    reports while the owner is still loading models. Changes replace the tables
-    rather than mutate them, so a loader thread can add models while the server
-    thread reads.
+    callable such as `catalog_resolver()`). The `loading` flag (and `download`, while a
+    model is being pulled first) is what /health reports while the owner is still loading.
+    Changes replace the tables rather than mutate them, so a loader thread can add models
+    while the server thread reads.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class ModelRegistry:
         self._roles: dict[str, str] = {}  # role -> lowercased id
         self._prefixes = tuple(p.lower() for p in prefixes)
         self.loading = loading
+        self.download: Download | None = None
 
     # -- filling it -------------------------------------------------------------------
     def add(self, runtime: Runtime, *, roles: Iterable[str] = (), aliases: Iterable[str] = ()) -> None:

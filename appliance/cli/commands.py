@@ -80,9 +80,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in (
         "host", "port", "model", "quant", "ctx", "slots", "kv_type", "threads", "small_model", "profile",
         "api_key_env", "runtime", "model_dir", "vllm_command",
+        "insecure_no_auth", "allowed_hosts", "allow_origins", "tls_cert", "tls_key", "max_body_mb",
     )}
     if args.no_prefix_store:
         overrides["prefix_store"] = False
+    if args.no_pull:
+        overrides["pull"] = False
     overrides["air_gapped"] = args.air_gapped
     try:
         cfg = load_config(args.config, overrides)

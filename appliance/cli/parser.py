@@ -46,7 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--small-model", dest="small_model", help="side-task model, or 'none'")
     s.add_argument("--profile", help="plan as if on this hardware profile")
     s.add_argument("--api-key-env", dest="api_key_env", help="env var holding a key clients must send")
+    s.add_argument("--insecure-no-auth", dest="insecure_no_auth", action="store_true", default=None,
+                   help="allow a non-loopback --host without API keys (anyone on the network may use it)")
+    s.add_argument("--allowed-host", dest="allowed_hosts", action="append",
+                   help="a Host name clients may use besides loopback and --host (repeatable; '*': any)")
+    s.add_argument("--allow-origin", dest="allow_origins", action="append",
+                   help="a browser origin allowed to call the API (repeatable; also APPLIANCE_ORIGINS)")
+    s.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate: serve HTTPS (with --tls-key)")
+    s.add_argument("--tls-key", dest="tls_key", help="PEM private key of --tls-cert")
+    s.add_argument("--max-body-mb", dest="max_body_mb", type=float, help="request body limit (default 32)")
     s.add_argument("--no-prefix-store", action="store_true", help="do not keep prompt caches on disk")
+    s.add_argument("--no-pull", action="store_true", help="never download; serve the best installed model")
     s.add_argument("--air-gapped", action="store_true", help="never use the cloud; no cloud client is built")
     s.add_argument("--runtime", choices=["auto", "llama.cpp", "vllm"], help="engine (default: the plan's)")
     s.add_argument("--model-dir", dest="model_dir", help="vLLM: Hugging Face folder of --model to serve")
@@ -78,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=commands.cmd_connect)
 
     from appliance.bench.cli import add_parser as add_bench
+    from appliance.cli.keys import add_parser as add_keys
     from appliance.cli.models import add_parser as add_models
+    from appliance.cli.ps import add_parser as add_ps
     from appliance.cli.pull import add_parser as add_pull
 
     add_bench(sub)
+    add_keys(sub)
     add_models(sub)
+    add_ps(sub)
     add_pull(sub)
     return p

