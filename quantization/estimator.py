@@ -9,9 +9,14 @@ against its own logs by `appliance.bench.estimator_check`:
   that much less VRAM; the routed experts of the first N layers can stay in RAM (--n-cpu-moe N),
   each layer's share being the file's expert bytes / n_layers (Q4_K_M's Q6_K ffn_down in some
   layers makes the first layers ~5% heavier than that; `appliance.bench.estimator_moe` measures it).
+  A partial offload (-ngl k, 0 <= k <= n_layers; llama_model_base::load_tensors) puts the output
+  layer on the GPU for any k >= 1 and then the last k - 1 blocks; the first blocks stay in RAM,
+  each block being (file - embedding tables) / n_layers; k = n_layers + 1 (or -1) is all of it.
 - KV cache: per attention layer 2 x n_kv_heads x head_dim x cells, in the cache type's
   block layout. The context is padded to 256 cells; sliding-window layers only keep
-  pad256(min(n_ctx, window x n_seq + n_ubatch)) cells (unified cache, swa_full off).
+  pad256(min(n_ctx, window x n_seq + n_ubatch)) cells (unified cache, swa_full off). Each layer's
+  cache sits on its layer's device, so a partial offload keeps the first blocks' KV in RAM
+  (sliding-window layers taken as spread evenly over the blocks).
 - compute: the scheduler reserves one graph of min(n_ctx, n_ubatch) tokens with one output
   per token, so the peak is either the logits (vocab x tokens, f32) at the end of the
   graph or, mid-layer, the attention masks plus the attention/FFN intermediates (without
@@ -45,24 +50,25 @@ VLLM_OVERHEAD = 1536 * MiB
 class MemoryEstimate(BaseModel):
     """Bytes one loaded model needs. "gpu" means the compute device: VRAM on CUDA/ROCm,
     the Metal working set on a Mac, system RAM for the CPU backend; "cpu" is system RAM
-    used besides the device (routed experts kept in RAM)."""
+    used besides the device (routed experts or, partly offloaded, whole blocks and their KV)."""
 
     weights_bytes: int  # all weights (the file)
-    weights_gpu_bytes: int  # on the device (all of it unless MoE experts are kept in RAM)
-    weights_cpu_bytes: int  # routed experts kept in system RAM (--n-cpu-moe N), else 0
-    kv_bytes: int
+    weights_gpu_bytes: int  # on the device (all of it unless experts or blocks are kept in RAM)
+    weights_cpu_bytes: int  # routed experts (--n-cpu-moe N) or whole blocks (-ngl k) in system RAM
+    kv_bytes: int  # all of the cache
     compute_bytes: int
     overhead_bytes: int  # CUDA context / Metal / runtime
     margin_bytes: int
+    kv_cpu_bytes: int = 0  # the part of kv_bytes of the blocks left in RAM by a partial offload
 
     @property
     def gpu_bytes(self) -> int:
-        device = self.weights_gpu_bytes + self.kv_bytes + self.compute_bytes
+        device = self.weights_gpu_bytes + self.kv_bytes - self.kv_cpu_bytes + self.compute_bytes
         return device + self.overhead_bytes + self.margin_bytes
 
     @property
     def cpu_bytes(self) -> int:
-        return self.weights_cpu_bytes
+        return self.weights_cpu_bytes + self.kv_cpu_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -198,6 +204,38 @@ def expert_bytes(model: ModelSpec, artifact: Artifact) -> int:
     return int(weights_bytes(model, artifact) * model.params_experts / model.params_total)
 
 
+def input_table_bytes(model: ModelSpec, artifact: Artifact) -> int:
+    """The token-embedding table at the file's average bits per weight."""
+    bpw = weights_bytes(model, artifact) * 8 / model.params_total
+    return int(model.arch.vocab_size * model.arch.hidden_size * bpw / 8)
+
+
+def output_bytes(model: ModelSpec, artifact: Artifact) -> int:
+    """The output layer (lm_head, or the token embeddings it shares when tied): llama-quantize gives
+    it at least Q6_K in the k-quant mixes, so never fewer bits than that."""
+    bpw = max(weights_bytes(model, artifact) * 8 / model.params_total, formats.weight_bpw("gguf", "Q6_K"))
+    return int(model.arch.vocab_size * model.arch.hidden_size * bpw / 8)
+
+
+def block_bytes(model: ModelSpec, artifact: Artifact) -> int:
+    """One repeating block's weights (attention, FFN or experts, norms), the file's average over its
+    blocks once the tables are taken out: what each step of -ngl moves."""
+    tables = output_bytes(model, artifact)
+    if not model.arch.tie_word_embeddings:
+        tables += input_table_bytes(model, artifact)
+    return (weights_bytes(model, artifact) - tables) // model.arch.n_layers
+
+
+def layer_split(model: ModelSpec, artifact: Artifact, n_gpu_layers: int) -> tuple[int, int, bool]:
+    """(blocks on the GPU, blocks in RAM, output layer on the GPU) for llama.cpp's -ngl value: the
+    output layer takes the first slot, then the last blocks; negative or > n_layers: everything."""
+    n = model.arch.n_layers
+    if n_gpu_layers < 0 or n_gpu_layers > n:
+        return n, 0, True
+    on_gpu = max(n_gpu_layers - 1, 0)
+    return on_gpu, n - on_gpu, n_gpu_layers >= 1
+
+
 def estimate(
     model: ModelSpec,
     artifact: Artifact,
@@ -211,6 +249,7 @@ def estimate(
     flash_attn: bool = True,
     experts_in_ram: bool = False,
     n_cpu_moe: int = 0,
+    n_gpu_layers: int = -1,
     kv_unified: bool = True,
     swa_full: bool = False,
 ) -> MemoryEstimate:
@@ -218,7 +257,8 @@ def estimate(
 
     GGUF artifacts are sized as llama.cpp allocates them; other formats (vLLM checkpoints)
     get weights + full KV + a rough activation and runtime allowance. On a GPU backend the
-    routed experts of the first `n_cpu_moe` layers stay in system RAM (`experts_in_ram`: all).
+    routed experts of the first `n_cpu_moe` layers stay in system RAM (`experts_in_ram`: all), and
+    `n_gpu_layers` (llama.cpp's -ngl; -1: all) leaves the first blocks and their KV there.
     """
     if formats.kv_type(kv_type).needs_flash_attn_for_v and not flash_attn:
         raise ValueError(f"a {kv_type} V cache needs flash attention in llama.cpp")
@@ -234,8 +274,7 @@ def estimate(
     w_gpu = w - w_cpu
     if on_gpu and not model.arch.tie_word_embeddings:
         # the input embedding table stays in host memory (mmapped; get_rows runs on the CPU)
-        bpw = w * 8 / model.params_total
-        w_gpu -= int(model.arch.vocab_size * model.arch.hidden_size * bpw / 8)
+        w_gpu -= input_table_bytes(model, artifact)
     kv = kv_cache_bytes(
         model.arch, n_ctx, kv_type, n_ubatch, n_seq, kv_unified=kv_unified, swa_full=swa_full
     )
@@ -246,8 +285,21 @@ def estimate(
     if w_cpu:
         # prompt batches copy one layer's experts to the GPU to run there (op offload)
         compute += experts // n_layers
+    kv_cpu = 0
+    gpu_blocks, ram_blocks, out_on_gpu = layer_split(model, artifact, n_gpu_layers if on_gpu else -1)
+    if ram_blocks:
+        if w_cpu:
+            raise ValueError("a partial -ngl with --n-cpu-moe is not modelled")
+        block, out = block_bytes(model, artifact), output_bytes(model, artifact)
+        # the blocks in RAM, and the output layer when it stays there too (then read every token);
+        # the untied input table stays mmapped in host memory either way, uncounted as above
+        w_cpu = ram_blocks * block + (0 if out_on_gpu else out)
+        w_gpu = gpu_blocks * block + (out if out_on_gpu else 0)
+        kv_cpu = kv * ram_blocks // n_layers
+        # prompt batches copy a RAM layer's weights to the GPU to run there (op offload)
+        compute += max(block, 0 if out_on_gpu else out)
     overhead = BACKEND_OVERHEAD[backend]
-    margin = int(MARGIN_FRACTION * (w_gpu + kv + compute + overhead))
+    margin = int(MARGIN_FRACTION * (w_gpu + kv - kv_cpu + compute + overhead))
     return MemoryEstimate(
         weights_bytes=w,
         weights_gpu_bytes=w_gpu,
@@ -256,6 +308,7 @@ def estimate(
         compute_bytes=compute,
         overhead_bytes=overhead,
         margin_bytes=margin,
+        kv_cpu_bytes=kv_cpu,
     )
 
 

@@ -9,12 +9,15 @@ from quantization.catalog import Architecture, Artifact, ModelSpec, load_catalog
 from quantization.estimator import (
     GiB,
     MiB,
+    block_bytes,
     compute_buffer_bytes,
     estimate,
     ffn_width,
+    input_table_bytes,
     kv_cache_bytes,
     kv_cells,
     max_context,
+    output_bytes,
 )
 
 QWEN3_MOE_ARCH = Architecture(
@@ -160,6 +163,42 @@ def test_partial_expert_offload_against_the_real_tensor_sizes() -> None:
         previous = split
     assert estimate(m, art, 32768, n_cpu_moe=48).weights_cpu_bytes == pytest.approx(sum(per_layer), rel=0.01)
     assert estimate(m, art, 32768, n_cpu_moe=99) == estimate(m, art, 32768, experts_in_ram=True)
+
+
+@pytest.mark.parametrize("name", ["devstral-small-24b", "gemma-3-27b-it"])
+def test_partial_layer_offload_puts_output_and_last_blocks_on_the_gpu(name: str) -> None:
+    """-ngl k (llama_model_base::load_tensors): the output layer takes the first GPU slot, then the
+    last k - 1 blocks, each with its KV; the first blocks and theirs stay in RAM. Devstral is untied,
+    Gemma 3 tied with sliding-window layers; k = n_layers + 1 (or more) is the whole model."""
+    m = model(name)
+    art = gguf(m, "Q4_K_M")
+    n = m.arch.n_layers
+    full = estimate(m, art, 32768, n_seq=2)
+    assert estimate(m, art, 32768, n_seq=2, n_gpu_layers=n + 1) == full
+    assert estimate(m, art, 32768, n_seq=2, n_gpu_layers=999) == full
+    block, out = block_bytes(m, art), output_bytes(m, art)
+    previous = None
+    for k in range(n + 1):
+        e = estimate(m, art, 32768, n_seq=2, n_gpu_layers=k)
+        on_gpu = max(k - 1, 0)
+        assert e.weights_gpu_bytes == on_gpu * block + (out if k else 0)
+        assert e.weights_cpu_bytes == (n - on_gpu) * block + (0 if k else out)
+        assert e.kv_bytes == full.kv_bytes and e.kv_cpu_bytes == full.kv_bytes * (n - on_gpu) // n
+        assert e.cpu_bytes == e.weights_cpu_bytes + e.kv_cpu_bytes
+        if previous is not None:  # each step moves a block (or the output) from RAM to VRAM
+            assert e.gpu_bytes > previous.gpu_bytes and e.cpu_bytes < previous.cpu_bytes
+        previous = e
+    # the blocks and the output cover the file, less the untied input table (mmapped, as whole)
+    one = estimate(m, art, 32768, n_seq=2, n_gpu_layers=1)
+    uncounted = 0 if m.arch.tie_word_embeddings else input_table_bytes(m, art)
+    assert one.weights_gpu_bytes + one.weights_cpu_bytes == pytest.approx(art.size_bytes - uncounted, abs=n)
+    assert estimate(m, art, 32768, backend="cpu", n_gpu_layers=5) == estimate(m, art, 32768, backend="cpu")
+
+
+def test_partial_layer_offload_and_expert_offload_together_are_refused() -> None:
+    m = model("qwen3-30b-a3b")
+    with pytest.raises(ValueError):
+        estimate(m, gguf(m, "Q4_K_M"), 8192, n_cpu_moe=4, n_gpu_layers=10)
 
 
 def test_quantized_v_cache_needs_flash_attention() -> None:

@@ -51,7 +51,8 @@ def _splits(p: Plan) -> list[tuple[Candidate, Room]]:
     """Every split candidate with the room it was placed in: the ranked ones in the whole budget,
     the chosen main beside the chosen small model."""
     room = Room.of(p.budget)
-    out = [(c, room) for c in p.candidates["main"] if c.placement == "gpu+ram" and c is not p.main]
+    split = [c for c in p.candidates["main"] if c.placement == "gpu+ram" and c.moe_layers]
+    out = [(c, room) for c in split if c is not p.main]
     if p.main is not None and p.main.placement == "gpu+ram":
         out.append((p.main, room.minus(p.small)))
     return out
@@ -102,7 +103,7 @@ def test_speed_forecast_reads_ram_layers_at_ram_bandwidth() -> None:
     """Decode is bandwidth-bound: each layer's active experts moved to RAM are read at the CPU's
     rate instead of the GPU's, so the forecast falls with N, from all-on-GPU to all-in-RAM."""
     p = _plan("rtx-4080")
-    c = next(c for c in p.candidates["main"] if c.placement == "gpu+ram")
+    c = next(c for c in p.candidates["main"] if c.placement == "gpu+ram" and c.moe_layers)
     opt = c._option
     assert opt is not None
     layers = opt.model.arch.n_layers

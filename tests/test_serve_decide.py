@@ -67,3 +67,28 @@ def test_a_pinned_catalog_model_that_is_no_agent_model_is_served_sized_as_a_side
     assert main.model.name == "smollm2-135m-instruct"
     assert main.reason.startswith("pinned with --model; not an agent model (")
     assert main.n_ctx > 0 and main.slots >= 1
+
+
+def test_serve_carries_the_plans_moe_split(tmp_path, monkeypatch) -> None:
+    """On an 8 GB card the plan splits the MoE (experts of the first N layers in RAM): the spec
+    serve loads has that very N, and all layers on the GPU otherwise."""
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
+    hw = load_profile("rtx-4060")
+    (main,) = decide(ServeConfig(small_model="none"), hw)
+    best = plan(hw, available=pullable).candidates["main"][0]
+    assert (main.model.name, main.artifact.quant) == (best.model, best.quant)
+    assert main.n_cpu_moe == best.n_cpu_moe > 0
+    assert main.n_gpu_layers == best.n_gpu_layers == -1
+
+
+def test_serve_carries_the_plans_layer_split_of_a_pinned_dense_model(tmp_path, monkeypatch) -> None:
+    """Devstral 24B pinned on an 8 GB card (no profile serves a dense split unpinned: a split MoE
+    outranks it): the spec has the plan's -ngl for it, the most layers that fit."""
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
+    hw = load_profile("rtx-4060")
+    (main,) = decide(ServeConfig(small_model="none", model="devstral-small-24b"), hw)
+    ranked = plan(hw, available=pullable).candidates["main"]
+    best = next(c for c in ranked if c.model == "devstral-small-24b")
+    assert main.artifact.quant == best.quant and best.offloadable_layers == 41
+    assert 0 < main.n_gpu_layers == best.n_gpu_layers < 41
+    assert main.n_cpu_moe == 0

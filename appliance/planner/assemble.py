@@ -8,6 +8,7 @@ from appliance.hardware.types import Hardware
 from appliance.planner.budget import Room, memory_budget
 from appliance.planner.explain import main_reason, notes, small_reason, suggest, summary
 from appliance.planner.fit import fit, place_experts, release_experts
+from appliance.planner.layers import place_layers, release_layers
 from appliance.planner.needs import MAIN_GOOD_CTX, MAIN_POOR_CTX
 from appliance.planner.rank import first_available, rank_key, rank_role
 from appliance.planner.types import Available, Budget, Candidate, Plan, Rejection
@@ -77,13 +78,15 @@ def _pair(
     main: Candidate | None, catalog: Catalog, budget: Budget, room: Room, available: Available
 ) -> tuple[Candidate | None, list[Candidate], Candidate | None, list[Rejection]]:
     """Fit the small model beside main. If no usable one fits, let main give back the context above
-    its tier's floor (32k or 16k), and a split MoE the VRAM of the experts RAM can take; if that
-    admits a better small model, place it and regrow main (fewest expert layers in RAM beside it)."""
+    its tier's floor (32k or 16k), and a split model the VRAM that RAM can take over (experts, or
+    whole layers of a dense one); if that admits a better small model, place it and regrow main
+    (as much of it on the GPU as fits beside it)."""
     smalls, rejected = rank_role("small", catalog, budget, room.minus(main), available, main)
     small = first_available(smalls)
     if main is None or main._option is None or (small is not None and small.tier == 2):
         return main, smalls, small, rejected
-    shrunk = fit(release_experts(main._option, room), "main", room, budget, available, cap=_ctx_floor(main))
+    released = release_layers(release_experts(main._option, room), room)
+    shrunk = fit(released, "main", room, budget, available, cap=_ctx_floor(main))
     if not isinstance(shrunk, Candidate) or (
         shrunk.n_ctx >= main.n_ctx and shrunk.memory.gpu_bytes >= main.memory.gpu_bytes
     ):
@@ -92,8 +95,9 @@ def _pair(
     better = first_available(trial)
     if better is None or (small is not None and rank_key(better) <= rank_key(small)):
         return main, smalls, small, rejected
-    grown = fit(place_experts(main._option, "main", room.minus(better), budget), "main", room.minus(better),
-                budget, available)
+    beside = room.minus(better)
+    placed = place_layers(place_experts(main._option, "main", beside, budget), "main", beside, budget)
+    grown = fit(placed, "main", beside, budget, available)
     assert isinstance(grown, Candidate)  # it fit at the floor beside `better`
     smalls, rejected = rank_role("small", catalog, budget, room.minus(grown), available, grown)
     return grown, smalls, first_available(smalls), rejected

@@ -41,6 +41,13 @@ def _runtime_reason(c: Candidate, budget: Budget) -> str:
             f"vLLM: the {c.format.upper()} checkpoint fits the GPU (cc {budget.compute_capability:.1f})"
             f"{tp} at {kilo(c.n_ctx)} context"
         )
+    if c.placement == "gpu+ram" and c.offloadable_layers:
+        in_ram = c.offloadable_layers - max(c.n_gpu_layers, 1)
+        return (
+            f"llama.cpp, {c.n_gpu_layers} of its {c.offloadable_layers} layers on the GPU (the output layer "
+            f"and the last blocks), the first {in_ram} blocks in system RAM: the whole model does not fit "
+            f"the GPU at a usable context, and this is as much of it as does"
+        )
     if c.placement == "gpu+ram":
         return (
             f"llama.cpp, the routed experts of {c.n_cpu_moe} of its {c.moe_layers} layers in system RAM: "
@@ -180,6 +187,11 @@ def launch_line(c: Candidate, hw: Hardware, reserve_bytes: int = 0) -> str:
         f"(--n-cpu-moe {c.n_cpu_moe})",
         "cpu": "CPU only",
     }
+    if c.placement == "gpu+ram" and c.offloadable_layers:
+        where["gpu+ram"] = (
+            f"{c.n_gpu_layers} of {c.offloadable_layers} layers on the GPU, the first blocks in RAM "
+            f"(-ngl {c.n_gpu_layers})"
+        )
     return (
         f"{c.role}: llama.cpp n_ctx {c.n_ctx}, {c.slots} slot{'s' if c.slots > 1 else ''} sharing the "
         f"cells, KV {c.kv_type}, flash attention, {where[c.placement]}"

@@ -70,7 +70,7 @@ def place_experts(opt: Option, role: Role, room: Room, budget: Budget, cap: int 
     moves them) that lets the rest reach the role's wanted context with f16 KV on the GPU: every
     layer kept in VRAM is read at GPU speed, so spare VRAM holds as many as fit. All layers when
     even that does not reach it (`fit` then finds the context); the plain GPU option when N = 0."""
-    if opt.placement != "gpu+ram":
+    if opt.placement != "gpu+ram" or opt.splits_layers:
         return opt
     n_layers = opt.model.arch.n_layers
     slots = _slots(role, opt, budget)
@@ -95,7 +95,7 @@ def place_experts(opt: Option, role: Role, room: Room, budget: Budget, cap: int 
 def release_experts(opt: Option, room: Room) -> Option:
     """`opt` with as many layers' experts in RAM as the RAM room holds: the least VRAM it can take
     (to make room for a side-task model beside it)."""
-    if opt.placement != "gpu+ram":
+    if opt.placement != "gpu+ram" or opt.splits_layers:
         return opt
 
     def ram_fits(n: int) -> bool:
@@ -133,7 +133,8 @@ def _no_fit(opt: Option, role: Role, room: Room, kv: str, slots: int, least: int
     if opt.placement != "cpu" and gpu + (ram if room.unified else 0) > on_gpu:
         over.append(_over(gpu + (ram if room.unified else 0), on_gpu, "GPU"))
     if not room.unified and ram > room.ram:
-        over.append(_over(ram, room.ram, "RAM for the experts" if opt.placement == "gpu+ram" else "RAM"))
+        what = "RAM for the layers" if opt.splits_layers else "RAM for the experts"
+        over.append(_over(ram, room.ram, what if opt.placement == "gpu+ram" else "RAM"))
     reason = f"does not fit even at {kilo(least)} context with {kv} KV: needs " + " and ".join(over)
     return reject(opt, role, reason, "memory")
 
@@ -145,6 +146,8 @@ def _over(need: int, have: int, what: str) -> str:
 def reject(opt: Option, role: Role, reason: str, kind: Literal["runtime", "memory"] = "runtime") -> Rejection:
     """Why `opt` is out: its runtime cannot serve it here, or it does not fit."""
     place = f" (experts of {opt.n_cpu_moe} layers in RAM)" if opt.placement == "gpu+ram" else ""
+    if opt.splits_layers:
+        place = f" (-ngl {opt.n_gpu_layers}, the rest in RAM)"
     return Rejection(
         role=role,
         model=opt.model.name,
@@ -176,6 +179,8 @@ def _candidate(
         tensor_parallel=opt.tp,
         n_cpu_moe=opt.n_cpu_moe if opt.placement == "gpu+ram" else 0,
         moe_layers=opt.model.arch.n_layers if opt.model.is_moe else 0,
+        n_gpu_layers=opt.n_gpu_layers if opt.splits_layers else -1,
+        offloadable_layers=opt.model.arch.n_layers + 1 if opt.splits_layers else 0,
         n_ctx=n,
         slots=slots,
         kv_type=kv,

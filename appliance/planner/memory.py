@@ -27,6 +27,7 @@ def memory_of(opt: Option, n_ctx: int, kv: str, slots: int) -> MemoryEstimate:
         kv_type=kv_size_type(kv),
         backend=opt.backend,
         n_cpu_moe=opt.n_cpu_moe if opt.placement == "gpu+ram" else 0,
+        n_gpu_layers=opt.n_gpu_layers if opt.splits_layers else -1,
     )
     if opt.tp > 1:
         est = est.model_copy(update={"overhead_bytes": est.overhead_bytes * opt.tp})
@@ -54,6 +55,7 @@ def candidate_memory(est: MemoryEstimate, room: Room, opt: Option) -> Memory:
         weights_gpu_bytes=0 if on_cpu else est.weights_gpu_bytes,
         weights_cpu_bytes=est.weights_bytes if on_cpu else est.weights_cpu_bytes,
         kv_bytes=est.kv_bytes,
+        kv_cpu_bytes=0 if on_cpu else est.kv_cpu_bytes,
         compute_bytes=est.compute_bytes,
         overhead_bytes=est.overhead_bytes,
         margin_bytes=est.margin_bytes,

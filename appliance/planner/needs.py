@@ -67,7 +67,13 @@ def fit_warnings(role: Role, opt: Option, n_ctx: int, tok_s: float, prefill: flo
         )
     if opt.precision == 0:
         out.append(f"{opt.artifact.quant} ({opt.bpw:.1f} bits per weight): noticeable quality loss")
-    if opt.placement == "gpu+ram":
+    if opt.splits_layers:
+        n = opt.model.arch.n_layers
+        out.append(
+            f"{opt.n_gpu_layers} of {n + 1} layers on the GPU (llama.cpp -ngl {opt.n_gpu_layers}), the first "
+            f"{n - max(opt.n_gpu_layers - 1, 0)} blocks in system RAM: RAM bandwidth bounds decode"
+        )
+    elif opt.placement == "gpu+ram":
         out.append(
             f"MoE experts of {opt.n_cpu_moe} of {opt.model.arch.n_layers} layers in system RAM (llama.cpp "
             f"--n-cpu-moe {opt.n_cpu_moe}): RAM bandwidth bounds decode"

@@ -1,5 +1,6 @@
 """The options per model: which runtime and placement of each artifact is worth fitting for a
-role on this budget (llama.cpp on the GPU or CPU, vLLM on NVIDIA, MoE experts in RAM), and why a
+role on this budget (llama.cpp on the GPU or CPU, vLLM on NVIDIA, MoE experts or a dense model's first
+layers in RAM), and why a
 model or artifact is ruled out before any fitting."""
 
 from __future__ import annotations
@@ -89,13 +90,33 @@ def experts_in_ram(model: ModelSpec, budget: Budget, got: list[Candidate | Rejec
     """MoE on a small GPU: attention, shared weights and KV on the GPU, routed experts in RAM, when
     the GPU alone cannot reach a usable context. Every layer's experts in RAM here; `fit.place_experts`
     brings back to VRAM as many layers as the room allows."""
-    if not model.is_moe or budget.backend not in ("cuda", "rocm") or not budget.ram_bytes:
-        return []
-    usable = min(MAIN_GOOD_CTX, model.context_native)
-    if any(isinstance(c, Candidate) and c.n_ctx >= usable for c in got):
+    if not model.is_moe or not _needs_ram(model, budget, got):
         return []
     return [
         Option(model, a, "llama.cpp", "gpu+ram", budget.backend, n_cpu_moe=model.arch.n_layers)
         for a in model.artifacts
         if a.format == "gguf"
     ]
+
+
+def layers_in_ram(model: ModelSpec, budget: Budget, got: list[Candidate | Rejection]) -> list[Option]:
+    """A dense model on a small GPU: its first blocks (and their KV) in RAM, the rest on the GPU, when
+    the GPU alone cannot reach a usable context. No layer on the GPU here; `layers.place_layers`
+    puts there as many as the room allows."""
+    if model.is_moe or not _needs_ram(model, budget, got):
+        return []
+    return [
+        Option(model, a, "llama.cpp", "gpu+ram", budget.backend, n_gpu_layers=0)
+        for a in model.artifacts
+        if a.format == "gguf"
+    ]
+
+
+def _needs_ram(model: ModelSpec, budget: Budget, got: list[Candidate | Rejection]) -> bool:
+    """A discrete GPU with RAM beside it, and no plan of the model on the GPU alone reaching a usable
+    context: only then is a split worth its RAM-speed reads (unified memory has no second pool).
+    Nothing tried (`got` empty): the model is unfit for the role, not too big."""
+    if not got or budget.backend not in ("cuda", "rocm") or not budget.ram_bytes:
+        return False
+    usable = min(MAIN_GOOD_CTX, model.context_native)
+    return not any(isinstance(c, Candidate) and c.n_ctx >= usable for c in got)

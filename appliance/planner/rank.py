@@ -7,8 +7,9 @@ from collections.abc import Iterable
 
 from appliance.planner.budget import Room
 from appliance.planner.fit import fit, place_experts
+from appliance.planner.layers import place_layers
 from appliance.planner.needs import SMALL_ENOUGH_QUALITY
-from appliance.planner.options import experts_in_ram, is_small, options
+from appliance.planner.options import experts_in_ram, is_small, layers_in_ram, options
 from appliance.planner.types import PRECISION, Available, Budget, Candidate, Rejection, Role
 from quantization.catalog import Catalog
 
@@ -43,6 +44,7 @@ def rank_role(
         got = [fit(o, role, room, budget, available) for o in opts]
         if role == "main":
             split = [place_experts(o, role, room, budget) for o in experts_in_ram(model, budget, got)]
+            split += [place_layers(o, role, room, budget) for o in layers_in_ram(model, budget, got)]
             got += [fit(o, role, room, budget, available) for o in split]
         found += [g for g in got if isinstance(g, Candidate)]
         rejected += why + [g for g in got if isinstance(g, Rejection)]

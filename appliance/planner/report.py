@@ -88,8 +88,10 @@ def _candidates_table(plan: Plan, role: Role, width: int) -> Table:
         cells = _row(c, c is chosen)
         table.add_row(*(cells[i] for i in keep), style="bold green" if c is chosen else None)
     table.caption = "GPU/RAM: GiB used; free: GiB of budget left; get: needs a download"
-    if any(c.placement == "gpu+ram" for c in rows):
+    if any(c.placement == "gpu+ram" and c.moe_layers for c in rows):
         table.caption += "; +RAM N/M: experts of N of M layers in RAM"
+    if any(c.placement == "gpu+ram" and c.offloadable_layers for c in rows):
+        table.caption += "; -ngl N/M: N of M layers on the GPU, the rest in RAM"
     if width < NARROW:
         table.caption = "GPU/RAM: GiB used (a wider terminal shows slots, KV type, headroom)"
     if not rows:
@@ -132,6 +134,8 @@ def _runtime(c: Candidate | Suggestion) -> str:
     if c.runtime == "vllm":
         tp = getattr(c, "tensor_parallel", 1)
         return "vLLM" + (f" TP{tp}" if tp > 1 else "")
+    if c.placement == "gpu+ram" and isinstance(c, Candidate) and c.offloadable_layers:
+        return f"llama.cpp -ngl {c.n_gpu_layers}/{c.offloadable_layers}"  # layers on the GPU / all
     if c.placement == "gpu+ram" and isinstance(c, Candidate):
         return f"llama.cpp+RAM {c.n_cpu_moe}/{c.moe_layers}"  # expert layers in RAM / all
     return {"gpu": "llama.cpp", "gpu+ram": "llama.cpp+RAM", "cpu": "llama.cpp CPU"}[c.placement]
@@ -163,10 +167,15 @@ def _choice(plan: Plan, role: Role) -> str:
 def _breakdown(c: Candidate) -> str:
     m = c.memory
     weights = f"weights {gib(m.weights_bytes)}"
-    if m.weights_gpu_bytes and m.weights_cpu_bytes:
-        weights += f" ({gib(m.weights_gpu_bytes)} GPU, {gib(m.weights_cpu_bytes)} RAM"
-        weights += f": experts of {c.n_cpu_moe} of {c.moe_layers} layers)" if c.n_cpu_moe else ")"
-    parts = [weights, f"KV {gib(m.kv_bytes)}", f"compute {gib(m.compute_bytes)}"]
+    if m.weights_cpu_bytes and c.placement != "cpu":
+        split = f": experts of {c.n_cpu_moe} of {c.moe_layers} layers" if c.n_cpu_moe else ""
+        if c.offloadable_layers:
+            split = f": {c.n_gpu_layers} of {c.offloadable_layers} layers on the GPU"
+        weights += f" ({gib(m.weights_gpu_bytes)} GPU, {gib(m.weights_cpu_bytes)} RAM{split})"
+    kv = f"KV {gib(m.kv_bytes)}"
+    if m.kv_cpu_bytes:
+        kv += f" ({gib(m.kv_bytes - m.kv_cpu_bytes)} GPU, {gib(m.kv_cpu_bytes)} RAM)"
+    parts = [weights, kv, f"compute {gib(m.compute_bytes)}"]
     parts += [f"runtime {gib(m.overhead_bytes)}", f"margin {gib(m.margin_bytes)}"]
     free = m.headroom_gpu_bytes if c.placement != "cpu" else m.headroom_ram_bytes
     return " + ".join(parts) + f"; {gib(free)} of the budget left"

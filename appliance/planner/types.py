@@ -15,7 +15,9 @@ from quantization.catalog import Artifact, ModelSpec
 from quantization.formats import Backend, RuntimeKind
 
 Role = Literal["main", "small"]
-Placement = Literal["gpu", "gpu+ram", "cpu"]  # gpu+ram: some layers' MoE experts in system RAM
+# gpu+ram: a model split between VRAM and system RAM: some layers' routed experts (MoE, --n-cpu-moe)
+# or, for a dense model, the first layers whole (llama.cpp's -ngl below all)
+Placement = Literal["gpu", "gpu+ram", "cpu"]
 Available = Callable[[ModelSpec, Artifact], bool]
 
 # Precision classes by bits per weight of the format: within one model a higher class wins, inside
@@ -37,6 +39,14 @@ class Option:
     # gpu+ram: the routed experts of the first n_cpu_moe layers sit in system RAM (llama.cpp's
     # --n-cpu-moe N), the rest of the model on the GPU; 0 for every other placement.
     n_cpu_moe: int = 0
+    # gpu+ram, dense: llama.cpp's -ngl value: the output layer and the last n_gpu_layers - 1 blocks
+    # (with their KV) on the GPU, the first blocks in RAM; -1 (all) for every other option.
+    n_gpu_layers: int = -1
+
+    @property
+    def splits_layers(self) -> bool:
+        """A dense model split by layers (-ngl); a split MoE keeps every layer, less its experts."""
+        return self.placement == "gpu+ram" and not self.model.is_moe
 
     @property
     def bpw(self) -> float:
@@ -69,6 +79,7 @@ class Memory(BaseModel):
     cpu_bytes: int
     headroom_gpu_bytes: int  # budget left on the GPU(s) after this candidate
     headroom_ram_bytes: int  # system RAM budget left after it
+    kv_cpu_bytes: int = 0  # of kv_bytes, the cache of the blocks a partial offload leaves in RAM
 
 
 class Candidate(BaseModel):
@@ -86,6 +97,8 @@ class Candidate(BaseModel):
     tensor_parallel: int = 1  # vLLM over identical GPUs
     n_cpu_moe: int = 0  # gpu+ram: layers whose routed experts are in system RAM (--n-cpu-moe N)
     moe_layers: int = 0  # layers with routed experts (the M of "N of M"); 0 for a dense model
+    n_gpu_layers: int = -1  # llama.cpp's -ngl: -1 all; a split dense model: the output + last N-1 blocks
+    offloadable_layers: int = 0  # split dense: blocks + output layer (the M of llama.cpp's "offloaded N/M")
     n_ctx: int  # total KV cells (max tokens of one request); slots share them
     slots: int
     kv_type: str

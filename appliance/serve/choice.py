@@ -41,6 +41,7 @@ class LoadSpec:
     ram_bytes: int = 0  # and in system RAM (serve/residency.py counts both while it is loaded)
     reserve_gpu_bytes: int = 0  # vLLM: GPU memory the rest of the plan loads after it
     n_cpu_moe: int = 0  # llama.cpp: the first N layers' routed experts in system RAM (the plan's split)
+    n_gpu_layers: int = -1  # llama.cpp's -ngl: -1 all; a dense model's split: the output + last N-1 blocks
     # The plan's first choice when it is not installed and this one is served instead: the
     # banner says so in red with the command that gets it (never a silent smaller model).
     passed_over: str | None = None
@@ -258,4 +259,5 @@ def _choose(
         gpu_bytes=chosen.memory.gpu_bytes,
         ram_bytes=chosen.memory.cpu_bytes,
         n_cpu_moe=chosen.n_cpu_moe,
+        n_gpu_layers=chosen.n_gpu_layers,
     )

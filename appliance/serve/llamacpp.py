@@ -30,13 +30,15 @@ def load_llamacpp(
         n_threads=threads,
         n_threads_batch=threads,
         kv_type=spec.kv_type,
-        n_gpu_layers=-1 if hw.llama_gpu_offload else 0,
+        n_gpu_layers=spec.n_gpu_layers if hw.llama_gpu_offload else 0,
         n_cpu_moe=spec.n_cpu_moe,
         prefix_store_dir=(data_dir() / "prefix-cache" / spec.model.name) if cfg.prefix_store else None,
     )
     runtime = LlamaCppRuntime.load(spec.model, engine_cfg)
     if spec.n_cpu_moe:
         log(placement_line(runtime.engine.model))
+    if spec.n_gpu_layers >= 0:
+        log(layers_line(runtime.engine.model, spec.n_gpu_layers))
     return runtime
 
 
@@ -49,4 +51,21 @@ def placement_line(model: Model) -> str:
         f"placement: routed experts of {len(layers)} of {model.n_layers} layers in host memory "
         f"(--n-cpu-moe {model.n_cpu_moe}: {len(moved)} tensors moved to {bufts}); the rest on the "
         f"{'GPU' if gpu_offload() else 'CPU (this llama.cpp build has no GPU offload)'}"
+    )
+
+
+def layers_line(model: Model, planned: int) -> str:
+    """What llama.cpp applied of the plan's split of a dense model (-ngl), from its own load log:
+    a build without GPU offload logs nothing and runs every layer on the CPU."""
+    applied = model.load_report.offloaded
+    if applied is None:
+        return (
+            f"placement: the plan puts {planned} of {model.n_layers + 1} layers on the GPU (-ngl {planned}); "
+            f"this llama.cpp build has no GPU offload: all {model.n_layers} blocks on the CPU"
+        )
+    on_gpu, of = applied
+    return (
+        f"placement: llama.cpp offloaded {on_gpu}/{of} layers to the GPU (-ngl {model.n_gpu_layers}: the "
+        f"output layer and the last {max(on_gpu - 1, 0)} blocks); the first {of - max(on_gpu, 1)} blocks and "
+        f"their KV in host memory"
     )

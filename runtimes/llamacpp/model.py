@@ -146,6 +146,7 @@ def _host_overrides(n_cpu_moe: int) -> ctypes.Array | None:
 
 _OVERRIDDEN = re.compile(r"^tensor (\S+) \(.*\) buffer type overridden to (\S+)")
 _MODEL_BUFFER = re.compile(r"^load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
+_OFFLOADED = re.compile(r"^load_tensors: offloaded (\d+)/(\d+) layers to GPU")
 
 
 @dataclass
@@ -154,6 +155,9 @@ class LoadReport:
 
     overridden: dict[str, str] = field(default_factory=dict)  # tensor -> buffer type it was moved to
     model_buffers: dict[str, int] = field(default_factory=dict)  # buffer type -> bytes (logged in MiB)
+    # (layers on the GPU, offloadable layers = blocks + output) as llama.cpp logs them; None when the
+    # build has no GPU offload (it logs nothing then)
+    offloaded: tuple[int, int] | None = None
 
     @classmethod
     def parse(cls, lines: list[str]) -> LoadReport:
@@ -164,6 +168,8 @@ class LoadReport:
                 report.overridden[hit.group(1)] = hit.group(2)
             elif hit := _MODEL_BUFFER.match(line):
                 report.model_buffers[hit.group(1)] = round(float(hit.group(2)) * (1 << 20))
+            elif hit := _OFFLOADED.match(line):
+                report.offloaded = (int(hit.group(1)), int(hit.group(2)))
         return report
 
 
@@ -179,8 +185,10 @@ class Model:
         use_mmap: bool = True,
         use_extra_bufts: bool | None = None,
     ):
-        """n_cpu_moe: keep the routed experts of the first N layers in host memory (llama.cpp's
-        --n-cpu-moe N; negative: all), whatever n_gpu_layers puts on the GPU."""
+        """n_gpu_layers: llama.cpp's -ngl (negative: all): k >= 1 puts the output layer and the last
+        k - 1 blocks on the GPU, the first blocks and their KV stay in host memory; a build without
+        GPU offload takes it and ignores it. n_cpu_moe: keep the routed experts of the first N layers
+        in host memory (llama.cpp's --n-cpu-moe N; negative: all), whatever n_gpu_layers puts on the GPU."""
         global _load_lines
         _init_backend()
         if use_extra_bufts is None:
@@ -190,6 +198,7 @@ class Model:
         if n_gpu_layers < 0:
             n_gpu_layers = -1 if lc.llama_supports_gpu_offload() else 0
         mparams.n_gpu_layers = n_gpu_layers
+        self.n_gpu_layers = n_gpu_layers  # as asked (-1: all); load_report.offloaded: as applied
         mparams.load_mode = lc.LLAMA_LOAD_MODE_MMAP if use_mmap else lc.LLAMA_LOAD_MODE_NONE
         mparams.use_extra_bufts = use_extra_bufts
         self.n_cpu_moe = n_cpu_moe
