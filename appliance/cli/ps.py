@@ -60,6 +60,8 @@ def _line(r: dict[str, Any]) -> str:
     )
     if r.get("n_cpu_moe"):
         where += f" (experts of {r['n_cpu_moe']} layers in RAM)"
+    if r.get("n_gpu_layers", -1) >= 0 and r.get("gpu_bytes"):
+        where += f" (-ngl {r['n_gpu_layers']}: the first layers in RAM)"
     roles = f" [{', '.join(r['roles'])}]" if r.get("roles") else ""
     until = "kept" if r.get("unload_in_s") is None else f"unloads in {r['unload_in_s']:.0f} s if idle"
     return (

@@ -29,12 +29,13 @@ def model_facts(spec: LoadSpec) -> ModelFacts:
         ram_bytes=spec.ram_bytes,
         reason=spec.reason,
         n_cpu_moe=spec.n_cpu_moe,
+        n_gpu_layers=spec.n_gpu_layers,
         passed_over=spec.passed_over,
     )
 
 
 def placement(spec: LoadSpec) -> str:
     """The planner's placement names: all on the GPU, MoE experts split to RAM, or the CPU."""
-    if spec.n_cpu_moe > 0:
+    if spec.n_cpu_moe > 0 or (spec.n_gpu_layers >= 0 and spec.gpu_bytes > 0):
         return "gpu+ram"
     return "gpu" if spec.gpu_bytes > 0 else "cpu"

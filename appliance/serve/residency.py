@@ -165,7 +165,7 @@ class Residency:
             "model": r.runtime.id, "state": "loaded", "quant": r.spec.artifact.quant,
             "runtime": r.spec.runtime, "roles": self.registry.roles_of(r.runtime.id),
             "gpu_bytes": r.spec.gpu_bytes, "ram_bytes": r.spec.ram_bytes,
-            "n_cpu_moe": r.spec.n_cpu_moe, "context": r.runtime.n_ctx,
+            "n_cpu_moe": r.spec.n_cpu_moe, "n_gpu_layers": r.spec.n_gpu_layers, "context": r.runtime.n_ctx,
             "slots_total": stats.slots_total, "slots_busy": stats.slots_busy,
             "queue_depth": stats.queue_depth, "requests_in_flight": r.leases,
             "idle_s": round(idle, 1), "pinned": r.pinned,

@@ -29,6 +29,7 @@ class ModelFacts:
     ram_bytes: int
     reason: str  # the planner's why
     n_cpu_moe: int = 0  # gpu+ram: layers whose routed experts sit in system RAM
+    n_gpu_layers: int = -1  # a dense split: llama.cpp's -ngl (-1: all on the GPU)
     passed_over: str | None = None  # the plan's first choice, when it is not what is served
 
 

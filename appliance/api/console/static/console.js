@@ -118,7 +118,8 @@ function placementText(p) {
   if (p.placement === "cpu") return `CPU, RAM ${gib(p.ram_bytes)}`;
   if (p.placement === "gpu") return `GPU ${gib(p.gpu_bytes)}` + (p.ram_bytes ? ` + RAM ${gib(p.ram_bytes)}` : "");
   return `GPU ${gib(p.gpu_bytes)} + RAM ${gib(p.ram_bytes)}` +
-    (p.n_cpu_moe ? ` (experts of ${p.n_cpu_moe} layers in RAM)` : "");
+    (p.n_cpu_moe ? ` (experts of ${p.n_cpu_moe} layers in RAM)` : "") +
+    (p.n_gpu_layers >= 0 ? ` (-ngl ${p.n_gpu_layers})` : "");
 }
 
 function modelRow(mdl, p) {
