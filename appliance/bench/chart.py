@@ -55,6 +55,21 @@ def _trace_panels(summary, targets) -> list[Panel]:
     return panels
 
 
+def _edit_panel(summary, targets) -> Panel | None:
+    """Time per edit request, each target a series (the requests as categories)."""
+    cases = [c for t in targets for c in summary.get(t, {}).get("edit", {})]
+    cases = list(dict.fromkeys(cases))
+    series = []
+    for t in targets:
+        entries = summary.get(t, {}).get("edit", {})
+        if not entries:
+            continue
+        vals = [_value(entries.get(c), "total_s") for c in cases]
+        names = [c.split("=", 1)[1] for c in cases]
+        series.append((t, names, [v[0] for v in vals], [v[1] for v in vals], [v[2] for v in vals]))
+    return ("Edit requests: time per request", "request", "total (s)", series) if series else None
+
+
 def panels(results: dict[str, Any]) -> list[Panel]:
     summary = results["summary"]
     targets = list(results["targets"])
@@ -90,6 +105,7 @@ def panels(results: dict[str, Any]) -> list[Panel]:
             "tok/s",
         ),
     ]
+    out.append(_edit_panel(summary, targets))
     return [p for p in out if p] + _trace_panels(summary, targets)
 
 

@@ -1,7 +1,9 @@
 """`appliance bench`: measure OpenAI-compatible endpoints side by side; `bench compare`.
 
 appliance bench --target llama=http://127.0.0.1:8080 --model qwen2.5-coder-0.5b-instruct
-appliance bench compare RUN.json [OTHER.json] [--baseline NAME] [--markdown]
+appliance bench --launch ours=appliance,spec=ngram --launch ls-mod=llama-server,spec=ngram-mod \
+  --launch-model qwen2.5-coder-0.5b-instruct --gguf MODEL.gguf --workload edit
+appliance bench compare RUN.json [OTHER.json] [--baseline NAME] [--reference NAME] [--markdown]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from appliance.bench import compare as compare_mod
+from appliance.bench import edit_report
 from appliance.bench import results as results_mod
 from appliance.bench.settings import WORKLOADS, Settings, TargetState
 from appliance.bench.targets import Target, TargetSpecError, check_unique, parse_target
@@ -77,6 +80,20 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument(
         "--start-timeout", type=float, default=900.0, help="seconds to wait for /health (default 900)"
     )
+    g.add_argument(
+        "--launch",
+        action="append",
+        default=[],
+        metavar="NAME=KIND[,opt=value...]",
+        help="start a server and measure it with the others (repeatable): KIND appliance or "
+        "llama-server; options model, gguf, bin, spec, threads, ctx, slots, args, env.VAR, ref "
+        "(see appliance/bench/launch.py)",
+    )
+    g.add_argument("--launch-model", metavar="NAME", help="--launch: the model (catalog name / alias)")
+    g.add_argument(
+        "--llama-server", default="llama-server", metavar="PATH", help="--launch: llama-server's binary"
+    )
+    g.add_argument("--threads", type=int, help="--launch: threads of every launched server")
     w = p.add_argument_group("workloads")
     w.add_argument(
         "--workload",
@@ -116,6 +133,22 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="replay traces verbatim; by default each repetition is tagged as a new (cold) session",
     )
     w.add_argument(
+        "--edits",
+        metavar="NAMES|N",
+        help="edit: comma list of case names (appliance/bench/edits/cases.json), or N for the first N",
+    )
+    w.add_argument(
+        "--edit-max-tokens",
+        type=int,
+        default=4096,
+        help="edit: max_tokens per request, room for the whole file (default 4096)",
+    )
+    w.add_argument(
+        "--edit-warm",
+        action="store_true",
+        help="edit: send the same prompts every repetition (default: tagged per repetition, so cold)",
+    )
+    w.add_argument(
         "--session-fillers",
         type=int,
         default=4,
@@ -138,6 +171,10 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     c = p.add_argument_group("compare")
     c.add_argument("--baseline", help="compare: the target others are divided by (default: the first)")
     c.add_argument("--markdown", action="store_true", help="compare: print a Markdown table")
+    c.add_argument(
+        "--reference",
+        help="edit: the target whose outputs the others' are checked against (a target's ref= wins)",
+    )
     return p
 
 
@@ -167,13 +204,18 @@ def run_args(args: argparse.Namespace) -> int:
     console = Console()
     if args.action:
         if args.action[0] != "compare" or len(args.action) not in (2, 3):
-            console.print("usage: appliance bench compare A.json [B.json] [--baseline NAME] [--markdown]")
+            console.print(
+                "usage: appliance bench compare A.json [B.json] [--baseline NAME] [--reference NAME] "
+                "[--markdown]"
+            )
             return 2
-        return cmd_compare(console, args.action[1:], args.baseline, args.markdown)
+        return cmd_compare(console, args.action[1:], args.baseline, args.markdown, args.reference)
     return cmd_run(console, args)
 
 
-def cmd_compare(console: Console, files: list[str], baseline: str | None, as_markdown: bool) -> int:
+def cmd_compare(
+    console: Console, files: list[str], baseline: str | None, as_markdown: bool, reference: str | None = None
+) -> int:
     try:
         runs = [results_mod.load(f) for f in files]
         if len(runs) == 2:
@@ -188,9 +230,13 @@ def cmd_compare(console: Console, files: list[str], baseline: str | None, as_mar
     if as_markdown:
         if len(runs) == 1:
             print(compare_mod.markdown_summary(runs[0]) + "\n")
+            edits = edit_report.markdown(runs[0], baseline, reference)
+            print(edits + "\n" if edits else "", end="")
         print(compare_mod.markdown(rows))
     else:
         compare_mod.print_rows(console, rows, title)
+        for t in edit_report.tables(runs[-1], baseline, reference):
+            console.print(t)
     return 0 if rows else 1
 
 
@@ -209,6 +255,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         timeout_s=args.timeout,
         ignore_eos=not args.no_ignore_eos,
         temperature=args.temperature,
+        edit_cases=[x.strip() for x in args.edits.split(",") if x.strip()] if args.edits else None,
+        edit_max_tokens=args.edit_max_tokens,
+        edit_cold=not args.edit_warm,
+        edit_reference=args.reference,
     )
 
 
@@ -248,31 +298,55 @@ class Recorder:
         self.inner.end()
 
 
+def _start(console: Console, server, timeout_s: float, rec) -> Target | None:
+    """Start one child server; a failure is recorded as that target's error (others go on)."""
+    from appliance.bench.serve import ServerStartError
+
+    console.print(f"starting {server.name}: {' '.join(server.command)}")
+    try:
+        server.start(timeout_s)
+        return server.target
+    except (ServerStartError, OSError) as e:
+        rec.target(TargetState(target=server.target, error=f"{server.name} did not start: {e}"))
+        return None
+
+
 def _run_groups(
-    console: Console, args: argparse.Namespace, targets: list[Target], settings, loaded, rec
+    console: Console, args: argparse.Namespace, targets: list[Target], settings, loaded, rec, launched=()
 ) -> None:
-    """Group 0: the given endpoints and the first started model, interleaved; then one per model."""
+    """Group 0: the given endpoints, the first started model and every `--launch`ed server,
+    interleaved; then one group per further model."""
     from appliance.bench import runner
-    from appliance.bench.serve import ManagedServer, ServerStartError
+    from appliance.bench.serve import ManagedServer
 
     groups: list[tuple[list[Target], str | None]] = [(targets, args.model[0] if args.model else None)]
     groups += [([], name) for name in args.model[1:]]
-    for group_targets, model in groups:
-        server = ManagedServer(model, args.serve_arg) if model else None
+    for i, (group_targets, model) in enumerate(groups):
+        servers = [ManagedServer(model, args.serve_arg)] if model else []
+        servers += list(launched) if i == 0 else []
         group = list(group_targets)
-        if server:
-            console.print(f"starting: {' '.join(server.command)}")
-            try:
-                server.start(args.start_timeout)
-                group.append(server.target)
-            except (ServerStartError, OSError) as e:
-                rec.target(TargetState(target=server.target, error=f"appliance serve did not start: {e}"))
         try:
+            for server in servers:
+                target = _start(console, server, args.start_timeout, rec)
+                group += [target] if target else []
             if group:
                 runner.run(group, settings, rec, loaded)
         finally:
-            if server:
+            for server in servers:
                 server.stop()
+
+
+def _launched(args: argparse.Namespace) -> list:
+    """The `--launch` servers (not started yet); raises TargetSpecError for a bad spec."""
+    from appliance.bench import launch
+
+    defaults = launch.Defaults(
+        model=args.launch_model,
+        gguf=str(args.gguf) if args.gguf else None,
+        llama_server=args.llama_server,
+        threads=args.threads,
+    )
+    return [launch.managed(launch.parse_launch(spec), defaults) for spec in args.launch]
 
 
 def cmd_run(console: Console, args: argparse.Namespace) -> int:
@@ -282,16 +356,21 @@ def cmd_run(console: Console, args: argparse.Namespace) -> int:
 
     try:
         targets = [parse_target(spec) for spec in args.target]
-        check_unique(targets)
+        launched = _launched(args)
+        check_unique(targets + [s.target for s in launched])
     except TargetSpecError as e:
         console.print(f"[red]{e}[/red]")
         return 2
-    if not targets and not args.model:
-        console.print("[red]nothing to measure: give --target NAME=URL and/or --model NAME[/red]")
+    if not targets and not args.model and not launched:
+        console.print("[red]nothing to measure: give --target NAME=URL, --model NAME or --launch[/red]")
         return 2
     settings = settings_from(args)
     try:
         loaded = runner.load_traces(settings)
+        if "edit" in settings.workloads:
+            from appliance.bench.edit import load_edits
+
+            load_edits(settings.edit_cases)  # a bad name fails here, before any server starts
     except (OSError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
         return 2
@@ -312,16 +391,18 @@ def cmd_run(console: Console, args: argparse.Namespace) -> int:
             created=created,
         )
 
-    names = [t.name for t in targets] + [f"appliance:{m}" for m in args.model]
+    names = [t.name for t in targets] + [f"appliance:{m}" for m in args.model] + [s.name for s in launched]
     live = runner.NullReporter() if args.quiet else report.LiveReport(console, names)
     rec = Recorder(live, lambda r: results_mod.write(results(r), path))
     try:
-        _run_groups(console, args, targets, settings, loaded, rec)
+        _run_groups(console, args, targets, settings, loaded, rec, launched)
     finally:
         live.end()
     res = results(rec)
     results_mod.write(res, path)
     report.print_results(console, res, list(rec.states.values()))
+    for table in edit_report.tables(res, args.baseline, args.reference):
+        console.print(table)
     console.print(f"results: {path}")
     if not args.no_chart:
         try:

@@ -37,6 +37,8 @@ class RequestResult:
     finish_reason: str | None = None
     text_chars: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    text: str | None = None  # the answer's content, kept only when asked (`chat(keep_text=True)`)
+    timings: dict[str, Any] | None = None  # llama-server's per-request timings (drafted tokens)
 
     @property
     def decode_tok_s(self) -> float | None:
@@ -124,10 +126,15 @@ def _delta_has_token(choice: dict[str, Any]) -> int:
 
 
 async def chat(
-    client: httpx.AsyncClient, target: Target, body: dict[str, Any], timeout_s: float = 600.0
+    client: httpx.AsyncClient,
+    target: Target,
+    body: dict[str, Any],
+    timeout_s: float = 600.0,
+    keep_text: bool = False,
 ) -> RequestResult:
-    """POST /chat/completions and time it; never raises for server or network faults."""
-    res = RequestResult(streamed=bool(body.get("stream")))
+    """POST /chat/completions and time it; never raises for server or network faults.
+    `keep_text`: keep the answer's content (the edit workload compares outputs between targets)."""
+    res = RequestResult(streamed=bool(body.get("stream")), text="" if keep_text else None)
     url = target.url + "/chat/completions"
     res.start = t0 = time.perf_counter()
     try:
@@ -158,6 +165,9 @@ async def _plain(client, url, target, body, res: RequestResult, t0: float, timeo
     res.finish_reason = choice.get("finish_reason")
     msg = choice.get("message") or {}
     res.text_chars = len(msg.get("content") or "")
+    if res.text is not None:
+        res.text = msg.get("content") or ""
+    res.timings = data.get("timings") or res.timings
     _apply_usage(res, data.get("usage"))
 
 
@@ -187,7 +197,10 @@ async def _stream(client, url, target, body, res: RequestResult, t0: float, time
                 res.error = f"error event: {json.dumps(event['error'])[:300]}"
                 return
             _apply_usage(res, event.get("usage"))
+            res.timings = event.get("timings") or res.timings
             for choice in event.get("choices") or []:
+                if res.text is not None:
+                    res.text += (choice.get("delta") or {}).get("content") or ""
                 n = _delta_has_token(choice)
                 if n:
                     res.chunks += 1

@@ -28,6 +28,7 @@ COMPARED: dict[str, list[str]] = {
     "trace": ["total_s", "ttft_sum_s", "cached_tokens"],
     "session": ["warm_ttft_s", "cold_ttft_s", "warm_over_cold"],
     "restart": ["warm_ttft_s", "cold_ttft_s", "warm_over_cold"],
+    "edit": ["total_s", "ttft_s", "decode_tok_s", "completion_tokens"],
 }
 
 

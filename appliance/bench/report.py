@@ -53,6 +53,15 @@ COLUMNS: dict[str, list[tuple[str, str, float]]] = {
     ],
 }
 COLUMNS["restart"] = [*COLUMNS["session"], ("restart_s", "restart s", 1)]
+COLUMNS["edit"] = [
+    ("total_s", "total s", 1),
+    ("ttft_s", "TTFT s", 1),
+    ("decode_tok_s", "decode tok/s", 1),
+    ("completion_tokens", "out tok", 1),
+    ("spec_drafted", "drafted", 1),
+    ("spec_accepted", "accepted", 1),
+    ("spec_acceptance", "accept rate", 1),
+]
 
 
 def fmt(x: float | None, scale: float = 1.0) -> str:

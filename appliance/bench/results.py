@@ -25,6 +25,7 @@ HEADLINE = {
     "trace": ("total_s", False),
     "session": ("warm_over_cold", False),
     "restart": ("warm_over_cold", False),
+    "edit": ("total_s", False),
 }
 
 HIGHER_IS_BETTER = {
@@ -48,6 +49,8 @@ HIGHER_IS_BETTER = {
     "warm_ttft_s": False,
     "warm_over_cold": False,
     "warm_cached_tokens": True,
+    "spec_accepted": True,
+    "spec_acceptance": True,
 }
 
 

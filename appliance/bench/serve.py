@@ -1,8 +1,9 @@
-"""Start appliance's own server for a catalog model, wait until it is ready, stop it.
+"""Start a server as a child process, wait until it is ready, stop it.
 
 `appliance bench --model NAME` measures what a user would get from
 `appliance serve --model NAME`, so it runs exactly that command as a child process
-on a free loopback port.
+on a free loopback port. `--launch` (`launch.py`) starts other servers the same way,
+each with its own command and environment variables.
 """
 
 from __future__ import annotations
@@ -36,28 +37,55 @@ class ServerStartError(RuntimeError):
 
 
 class ManagedServer:
-    """A child `appliance serve` process; its log goes to a temp file for error reports."""
+    """A child server process (by default `appliance serve --model MODEL`); its log goes to a
+    temp file for error reports. `command` (listening on `port`), `env` (added to ours),
+    `name`, `kind`, `served_model` and `options` describe another server (`launch.py`)."""
 
-    def __init__(self, model: str, extra: list[str] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        extra: list[str] | None = None,
+        port: int | None = None,
+        *,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+        kind: str = "appliance",
+        served_model: str | None = None,
+        options: dict[str, str] | None = None,
+    ):
         self.model = model
         self.port = port or free_port()
-        self.command = serve_command(model, self.port, extra or [])
+        self.command = command or serve_command(model, self.port, extra or [])
+        self.env = dict(env or {})
+        self.name = name or f"appliance:{model}"
+        self.kind = kind
+        self.served_model = served_model
+        self.options = dict(options or {})
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="appliance-bench-serve-", suffix=".log")[1])
 
     @property
     def target(self) -> Target:
+        options = {"command": " ".join(self.command), **self.options}
+        if self.env:
+            options["env"] = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
         return Target(
-            name=f"appliance:{self.model}",
+            name=self.name,
             url=f"http://127.0.0.1:{self.port}/v1",
-            kind="appliance",
-            options={"command": " ".join(self.command)},
+            model=self.served_model,
+            kind=self.kind,
+            options=options,
         )
 
     def start(self, timeout_s: float = 600.0) -> None:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | self.env,
         )
         log.close()
         self.wait_healthy(timeout_s)

@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.bench.targets import Target
 
-WORKLOADS = ("decode", "prefill", "concurrency", "trace", "session", "restart")
+WORKLOADS = ("decode", "prefill", "concurrency", "trace", "session", "restart", "edit")
 
 
 @dataclass
@@ -22,6 +22,10 @@ class Settings:
     trace_max_tokens: int | None = 32  # None: keep what the agent asked for
     trace_cold: bool = True  # tag each repetition as a new session
     session_fillers: int = 4  # requests between the cold and the warm session (evict the slots)
+    edit_cases: list[str] | None = None  # edit workload: case names, or ["N"] for the first N; None: all
+    edit_max_tokens: int = 4096  # room for the whole file; the model ends the answer itself
+    edit_cold: bool = True  # tag each repetition so no prompt is found cached from the last one
+    edit_reference: str | None = None  # the target whose outputs others are checked against
     repeat: int = 3
     warmup: bool = True
     timeout_s: float = 600.0

@@ -8,6 +8,8 @@ session     a new agent session with the same system prompt and tools, after oth
             its first TTFT against a cold one (what a prefix store beyond the slots buys)
 restart     the same, with the server restarted in between by the target's `restart=CMD`
             (targets without one are skipped): what survives a restart
+edit        a coding agent's edit requests (the whole file back, real lengths, `edit.py`):
+            total time, output tokens, output hashes, speculative drafts accepted
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from appliance.bench import edit as edit_mod
 from appliance.bench import synthetic
 from appliance.bench import traces as trace_mod
 from appliance.bench.client import RequestResult, chat
@@ -35,7 +38,9 @@ class Case:
     param: Any  # prompt size, stream count, or a Trace
 
 
-def cases(settings: Settings, loaded_traces: list[trace_mod.Trace]) -> list[Case]:
+def cases(
+    settings: Settings, loaded_traces: list[trace_mod.Trace], edits: list[edit_mod.EditCase] | None = None
+) -> list[Case]:
     out: list[Case] = []
     for w in settings.workloads:
         if w in ("decode", "prefill"):
@@ -47,6 +52,9 @@ def cases(settings: Settings, loaded_traces: list[trace_mod.Trace]) -> list[Case
         elif w in ("session", "restart"):  # the agent's first request: one trace is enough
             if loaded_traces:
                 out.append(Case(w, f"trace={loaded_traces[0].name}", loaded_traces[0]))
+        elif w == "edit":  # one case per request, so targets interleave request by request
+            todo = edits if edits is not None else edit_mod.load_edits(settings.edit_cases)
+            out += [Case(w, f"edit={e.name}", e) for e in todo]
         else:
             raise ValueError(f"unknown workload {w!r}")
     return out
@@ -108,6 +116,8 @@ async def run_case(
         await _trace(client, state, settings, sample, case.param)
     elif case.workload in ("session", "restart"):
         await _session(client, state, settings, sample, case.param, restart=case.workload == "restart")
+    elif case.workload == "edit":
+        await edit_mod.run_edit(client, state, settings, sample, case.param)
     return sample
 
 
