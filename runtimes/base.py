@@ -189,6 +189,9 @@ class RuntimeStats:
     slots_busy: int = 0
     queue_depth: int = 0
     loaded: bool = False
+    # Speculative decoding, counters since load: draft tokens verified, and those accepted.
+    spec_drafted_tokens: int = 0
+    spec_accepted_tokens: int = 0
 
 
 class Runtime(Protocol):

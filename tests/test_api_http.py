@@ -415,7 +415,10 @@ def test_health_loading_then_ready(serve: Serve) -> None:
 
 def test_metrics_after_requests(server: LiveServer, client: OpenAI, runtime: ScriptedRuntime) -> None:
     runtime.script = text_events("a b c d", prompt_tokens=100, cached=64)
-    runtime.stats_value = RuntimeStats(slots_total=4, slots_busy=1, queue_depth=2, loaded=True)
+    runtime.stats_value = RuntimeStats(
+        slots_total=4, slots_busy=1, queue_depth=2, loaded=True,
+        spec_drafted_tokens=40, spec_accepted_tokens=30,
+    )
     client.chat.completions.create(model=MODEL, messages=USER)
     list(client.chat.completions.create(model=MODEL, messages=USER, stream=True))
     httpx.get(server.base_url + "/v1/nope")
@@ -433,6 +436,9 @@ def test_metrics_after_requests(server: LiveServer, client: OpenAI, runtime: Scr
         f"appliance_slots_busy{{{m}}} 1.0",
         f"appliance_queue_depth{{{m}}} 2.0",
         f"appliance_requests_in_flight{{{m}}} 0.0",
+        f"appliance_spec_drafted_tokens_total{{{m}}} 40.0",
+        f"appliance_spec_accepted_tokens_total{{{m}}} 30.0",
+        f"appliance_spec_acceptance_rate{{{m}}} 0.75",
     ]:
         assert line in text, line
 

@@ -18,7 +18,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from appliance.api.live import LiveWindow
@@ -37,13 +37,22 @@ class _RuntimeStatsCollector(Collector):
     def __init__(self, models: ModelRegistry):
         self.models = models
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         total = GaugeMetricFamily(
             "appliance_slots_total", "Sequences a model can run at once", labels=["model"]
         )
         busy = GaugeMetricFamily("appliance_slots_busy", "Sequences running now", labels=["model"])
         queue = GaugeMetricFamily("appliance_queue_depth", "Requests waiting for a slot", labels=["model"])
         loaded = GaugeMetricFamily("appliance_model_loaded", "1 when the model is ready", labels=["model"])
+        drafted = CounterMetricFamily(
+            "appliance_spec_drafted_tokens", "Speculative draft tokens verified", labels=["model"]
+        )
+        accepted = CounterMetricFamily(
+            "appliance_spec_accepted_tokens", "Speculative draft tokens accepted", labels=["model"]
+        )
+        rate = GaugeMetricFamily(
+            "appliance_spec_acceptance_rate", "Accepted / drafted tokens since load", labels=["model"]
+        )
         for rt in self.models.runtimes():
             try:
                 s = rt.stats()
@@ -54,7 +63,11 @@ class _RuntimeStatsCollector(Collector):
             busy.add_metric([rt.id], s.slots_busy)
             queue.add_metric([rt.id], s.queue_depth)
             loaded.add_metric([rt.id], 1.0 if s.loaded else 0.0)
-        yield from (total, busy, queue, loaded)
+            drafted.add_metric([rt.id], s.spec_drafted_tokens)
+            accepted.add_metric([rt.id], s.spec_accepted_tokens)
+            if s.spec_drafted_tokens:
+                rate.add_metric([rt.id], s.spec_accepted_tokens / s.spec_drafted_tokens)
+        yield from (total, busy, queue, loaded, drafted, accepted, rate)
 
 
 class Metrics:

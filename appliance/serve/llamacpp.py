@@ -9,6 +9,7 @@ from appliance.config import ServeConfig
 from appliance.hardware.types import Hardware
 from appliance.models.store import fetch
 from appliance.paths import data_dir
+from appliance.router.capacity import QUEUE_PER_SLOT
 from appliance.serve.choice import LoadSpec
 from runtimes.llamacpp.engine import EngineConfig
 from runtimes.llamacpp.model import Model, gpu_offload
@@ -33,6 +34,9 @@ def load_llamacpp(
         n_gpu_layers=spec.n_gpu_layers if hw.llama_gpu_offload else 0,
         n_cpu_moe=spec.n_cpu_moe,
         prefix_store_dir=(data_dir() / "prefix-cache" / spec.model.name) if cfg.prefix_store else None,
+        spec=cfg.spec,
+        # The router's count bound, also kept by the engine itself (exact under simultaneous arrivals).
+        max_queue=QUEUE_PER_SLOT * spec.slots if cfg.router.max_queue is None else cfg.router.max_queue,
     )
     runtime = LlamaCppRuntime.load(spec.model, engine_cfg)
     if spec.n_cpu_moe:

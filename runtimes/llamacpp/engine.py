@@ -8,15 +8,19 @@ tool calls and the OpenAI event shapes are built on top of this (runtime.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtimes.base import RuntimeStats, Sampling
+from runtimes.llamacpp.drafting import DraftConfig, spec_mode
 from runtimes.llamacpp.model import Context, ContextParams, Model
 from runtimes.llamacpp.prefix_store import PrefixStore
 from runtimes.llamacpp.requests import Step
 from runtimes.llamacpp.scheduler import Scheduler
+
+log = logging.getLogger("appliance.llamacpp")
 
 __all__ = ["Engine", "EngineConfig", "EngineStats", "Step"]
 
@@ -46,6 +50,9 @@ class EngineConfig:
     prefix_store_disk_bytes: int = 8 << 30
     park_min_prefill: int = 512  # see CacheManager._park_idle
     cpu_extra_buffers: bool | None = None  # ggml weight repacking; None: auto (see model.py)
+    # Speculative decoding: "off" or "ngram" (drafts from the sequence's own prompt and output,
+    # drafting.py); None: $APPLIANCE_SPEC, else "ngram".
+    spec: str | None = None
 
 
 @dataclass
@@ -103,18 +110,38 @@ class Engine:
         self.metadata: dict[str, str] = self.model.metadata
         store = None
         if cfg.prefix_store_dir is not None:
-            store = PrefixStore(
-                Path(cfg.prefix_store_dir),
-                model_key=f"{self.model.file_identity}-{cfg.kv_type}",
-                ram_bytes=cfg.prefix_store_ram_bytes,
-                disk_bytes=cfg.prefix_store_disk_bytes,
-                min_tokens=cfg.prefix_store_min_tokens,
-            )
+            try:
+                store = PrefixStore(
+                    Path(cfg.prefix_store_dir),
+                    model_key=f"{self.model.file_identity}-{cfg.kv_type}",
+                    ram_bytes=cfg.prefix_store_ram_bytes,
+                    disk_bytes=cfg.prefix_store_disk_bytes,
+                    min_tokens=cfg.prefix_store_min_tokens,
+                )
+            except OSError as e:  # a full or read-only disk: serve without it rather than not at all
+                log.warning("prefix store off: cannot use %s: %s", cfg.prefix_store_dir, e)
         self.store = store
         self._sched = Scheduler(
-            self.model, self.ctx, cfg.n_slots, cfg.max_queue, store, park_min_prefill=cfg.park_min_prefill
+            self.model,
+            self.ctx,
+            cfg.n_slots,
+            cfg.max_queue,
+            store,
+            park_min_prefill=cfg.park_min_prefill,
+            drafting=self._drafting(cfg),
         )
         self._closed = False
+
+    def _drafting(self, cfg: EngineConfig) -> DraftConfig | None:
+        """N-gram drafting, where rejected drafts can be taken back out of the KV cache: not
+        for recurrent state, nor for a sliding-window cache that keeps only the window (a
+        partial removal there would drop the whole sequence)."""
+        if spec_mode(cfg.spec) == "off":
+            return None
+        if not self.model.kv_rollback or (self.model.n_swa > 0 and not cfg.swa_full):
+            log.info("speculative decoding off: this model's cache cannot take back rejected drafts")
+            return None
+        return DraftConfig()
 
     # -- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -174,6 +201,8 @@ class Engine:
             prefix_store_hits=st.hits if st else 0,
             prefix_store_tokens_restored=st.tokens_restored if st else 0,
             prefix_store_entries=st.entries if st else 0,
+            spec_drafted_tokens=c.spec_drafted,
+            spec_accepted_tokens=c.spec_accepted,
         )
 
     def close(self) -> None:

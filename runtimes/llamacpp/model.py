@@ -283,6 +283,12 @@ class Model:
             return big.raw[:n]
         return buf.raw[:n]
 
+    @property
+    def kv_rollback(self) -> bool:
+        """Whether a sequence's last positions can be removed from the cache (not from a
+        recurrent state): speculative decoding takes back rejected drafts that way."""
+        return not (lc.llama_model_is_recurrent(self.ptr) or lc.llama_model_is_hybrid(self.ptr))
+
     def is_eog(self, token: int) -> bool:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
 
@@ -448,8 +454,11 @@ class Batch:
     def clear(self) -> None:
         self.n = 0
 
-    def add(self, tokens: list[int], pos0: int, seq: int, last_logits: bool) -> int:
-        """Append a run of one sequence's tokens; returns the batch index of its last token."""
+    def add(
+        self, tokens: list[int], pos0: int, seq: int, last_logits: bool, *, all_logits: bool = False
+    ) -> int:
+        """Append a run of one sequence's tokens; returns the batch index of its last token.
+        `all_logits`: every token gets a logits row (speculative decoding verifies each)."""
         k = len(tokens)
         a, b = self.n, self.n + k
         if b > self.capacity:
@@ -457,7 +466,7 @@ class Batch:
         self.token[a:b] = tokens
         self.pos[a:b] = range(pos0, pos0 + k)
         self.seq_id[a:b] = [self._seq_ptrs[seq]] * k
-        self.logits[a:b] = bytes(k)
+        self.logits[a:b] = b"\x01" * k if all_logits else bytes(k)
         if last_logits:
             self.logits[b - 1] = 1
         self.n = b

@@ -53,5 +53,8 @@ class StepPlan:
     evicted: list[CacheMove] = field(default_factory=list)  # idle caches dropped to make room
     cut_short: list[Request] = field(default_factory=list)  # ended "length": the context is full
     decode: list[Request] = field(default_factory=list)  # generating: each adds its last token
+    # Draft tokens a decoding request verifies after its last token (speculative decoding,
+    # drafting.py): every one gets logits; the executor keeps those its sampler agrees with.
+    drafts: dict[Request, list[int]] = field(default_factory=dict)
     prefill: list[Chunk] = field(default_factory=list)  # shortest remaining prompt first
     t_step: float | None = None  # perf_counter when the batch was planned (None: nothing active)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from runtimes.base import Overloaded, RuntimeError_
 from runtimes.llamacpp.cache_manager import CacheManager, KvContext
+from runtimes.llamacpp.drafting import DraftConfig, Drafter
 from runtimes.llamacpp.plan import Admission, Chunk, StepPlan
 from runtimes.llamacpp.requests import ReqState, Request
 from runtimes.llamacpp.slots import SlotPick, SlotTable
@@ -48,6 +49,8 @@ class Counters:
     decode_steps: int = 0
     decode_seconds: float = 0.0  # inside llama_decode
     step_seconds: float = 0.0  # whole steps: decode plus our Python work around it
+    spec_drafted: int = 0  # draft tokens verified (speculative decoding)
+    spec_accepted: int = 0  # of which the sampler agreed with
 
 
 # Running requests always hold a slot (set at admission).
@@ -74,6 +77,7 @@ class Policy:
         park_min_prefill: int = 512,
         n_swa: int = 0,
         prepare: Callable[[Request], None] | None = None,
+        drafting: DraftConfig | None = None,
     ):
         self.kv = kv
         self.slots = SlotTable(kv, n_slots, n_swa=n_swa)
@@ -87,6 +91,7 @@ class Policy:
         # Called once a request has a slot, before its KV is touched (the executor builds its
         # sampler there); raising RuntimeError_ refuses the request.
         self._prepare = prepare
+        self.drafting = drafting  # None: no speculative decoding
         self._ids = itertools.count(1)
         self.wait = QueueWait(initial_s=5.0)  # until measured: a guess for Retry-After
 
@@ -183,6 +188,8 @@ class Policy:
             plan.refused.append((req, e))
             return
         req.slot = pick.slot
+        if self.drafting is not None:
+            req.drafter = Drafter(req.prompt, self.drafting)
         keep = self.cache.setup(req.prompt, pick, plan)
         req.cached = keep
         self.counters.prompt_tokens_cached += keep
@@ -208,9 +215,11 @@ class Policy:
             plan.cut_short.append(victim)
             self.cache.make_room(len(gens), plan)
         plan.decode = gens
+        drafted = self._plan_drafts(gens, plan) if self.drafting is not None and gens else 0
         # While anything generates, chunks stay at n_ubatch so streams keep receiving tokens.
         n_batch = self.kv.n_batch
-        budget = min(self.kv.n_ubatch if gens else n_batch, n_batch - len(gens), ledger.free - len(gens))
+        used = len(gens) + drafted
+        budget = min(self.kv.n_ubatch - drafted if gens else n_batch, n_batch - used, ledger.free - used)
         for r in fills:
             if budget <= 0:
                 break
@@ -219,12 +228,49 @@ class Policy:
             plan.prefill.append(Chunk(r, done, take))
             budget -= len(take)
 
+    def _plan_drafts(self, gens: list[Request], plan: StepPlan) -> int:
+        """Draft tokens for the generating sequences to verify this step; returns how many.
+
+        The step's verified tokens (decodes + drafts) stay within `step_tokens`: with many
+        slots decoding, the batch is already large and drafts would slow every slot's step.
+        Sequences with the best recent acceptance draft first; those that do not pay have
+        paused themselves (drafting.Drafter).
+        """
+        cfg = self.drafting
+        assert cfg is not None
+        budget = min(cfg.step_tokens, self.kv.n_batch, self.slots.ledger.free) - len(gens)
+        if budget <= 0:
+            return 0
+        shared = len(gens) > 1
+        wanted = []
+        for r in gens:
+            if r.drafter is not None:
+                # Up to max_tokens: a verified step emits at most its drafts plus one.
+                k = min(r.drafter.wants(shared), r.max_new - len(r.generated) - 1)
+                if k > 0:
+                    wanted.append((r, k))
+        if len(wanted) > 1:
+            wanted.sort(key=lambda w: -w[0].drafter.accept_ema)
+        total = 0
+        for r, k in wanted:
+            if budget <= 0:
+                break
+            r.drafter.sync(r.generated)
+            toks = r.drafter.propose(min(k, budget))
+            if toks:
+                plan.drafts[r] = toks
+                total += len(toks)
+                budget -= len(toks)
+        return total
+
     def commit(self, plan: StepPlan) -> list[tuple[int, list[int]]]:
         """Record what llama_decode wrote for `plan`; returns (seq, tokens) of the prompts it
-        completed (now generating)."""
+        completed (now generating). Drafts are recorded whole; `verified` rolls back the
+        rejected ones."""
         slots = self.slots
+        drafts = plan.drafts
         for r in plan.decode:
-            slots.appended(r.slot, [r.last_token])
+            slots.appended(r.slot, [r.last_token, *drafts[r]] if r in drafts else [r.last_token])
         for c in plan.prefill:
             slots.appended(c.req.slot, c.tokens)
             self.counters.prompt_tokens_processed += len(c.tokens)
@@ -235,6 +281,17 @@ class Policy:
                 r.state = GENERATING
                 done.append((r.slot.seq, list(r.slot.tokens)))
         return done
+
+    def verified(self, r: Request, drafted: int, accepted: int) -> None:
+        """The sampler agreed with the first `accepted` of `r`'s `drafted` draft tokens: drop
+        the rest from its KV sequence (kept consistent with `slot.tokens`), adapt its drafter."""
+        assert r.slot is not None
+        if accepted < drafted:
+            self.slots.truncate(r.slot, len(r.slot.tokens) - (drafted - accepted))
+        if r.drafter is not None:
+            r.drafter.observe(drafted, accepted)
+        self.counters.spec_drafted += drafted
+        self.counters.spec_accepted += accepted
 
     # -- endings ----------------------------------------------------------------------------
     def retire(self, r: Request, reason: str) -> None:

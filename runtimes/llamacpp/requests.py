@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from runtimes.base import Sampling, TokenLogprob, Usage
 
 if TYPE_CHECKING:
+    from runtimes.llamacpp.drafting import Drafter
     from runtimes.llamacpp.sampling import SamplerChain, TextAssembler
     from runtimes.llamacpp.slots import Slot
 
@@ -50,6 +51,7 @@ class Request:
     slot: Slot | None = None
     chain: SamplerChain | None = None
     text: TextAssembler | None = None
+    drafter: Drafter | None = None  # speculative decoding's n-gram drafts (None: off)
     generated: list[int] = field(default_factory=list)
     last_token: int = -1
     cached: int = 0

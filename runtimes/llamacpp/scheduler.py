@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from runtimes.base import ContextLengthExceeded, InvalidRequest, RuntimeError_, Sampling
+from runtimes.llamacpp.drafting import DraftConfig
 from runtimes.llamacpp.logprobs import to_token_logprob
 from runtimes.llamacpp.model import Batch, Context, Model
 from runtimes.llamacpp.plan import StepPlan
@@ -43,6 +44,7 @@ class Scheduler:
         store: PrefixStore | None = None,
         *,
         park_min_prefill: int = 512,
+        drafting: DraftConfig | None = None,
     ):
         self.model = model
         self.ctx = ctx
@@ -56,6 +58,7 @@ class Scheduler:
             park_min_prefill=park_min_prefill,
             n_swa=0 if model.n_swa <= 0 else model.n_swa,
             prepare=self._prepare,
+            drafting=drafting,
         )
         self.slots = self.policy.slots
         self.counters = self.policy.counters
@@ -145,29 +148,58 @@ class Scheduler:
         self.counters.decode_steps += 1
         prompts_done = self.policy.commit(plan)
         ctx_ptr = self.ctx.ptr
-        for r, idx in rows:
+        for r, idx, drafts in rows:
             if r.cancelled:
                 self._finish(r, "cancelled", "")
+                if drafts:
+                    self.policy.verified(r, len(drafts), 0)
                 continue
-            self._on_token(r, r.chain.sample(ctx_ptr, idx))
+            if not drafts:
+                self._on_token(r, r.chain.sample(ctx_ptr, idx))
+                continue
+            self.policy.verified(r, len(drafts), self._verify(r, ctx_ptr, idx, drafts))
         if self.store is not None:
             # After the first tokens went out; the sequences still hold exactly the prompt.
             for seq, tokens in prompts_done:
                 self.store.prompt_done(self.ctx, seq, tokens)
 
-    def _fill_batch(self, plan: StepPlan) -> list[tuple[Request, int]]:
-        """Put the plan into the llama_batch; returns (request, batch row) of rows to sample."""
+    def _verify(self, r: Request, ctx_ptr: object, idx: int, drafts: list[int]) -> int:
+        """Speculative decoding's check, exact at any temperature: sample each verified
+        position with the request's own chain (which advances grammar, penalties and the
+        seeded RNG as one step would) and keep going while the sample equals the draft; the
+        first differing sample is still the right next token. With a draft that is a single
+        token (not a distribution), this is the standard speculative-sampling rule. Each
+        token goes out through `_on_token`, so stops, limits and logprobs behave as without
+        drafts. Returns how many drafts were accepted."""
+        for i, draft in enumerate(drafts):
+            tok = r.chain.sample(ctx_ptr, idx + i)
+            self._on_token(r, tok)
+            if tok != draft or r.state is ReqState.DONE:
+                return i
+        self._on_token(r, r.chain.sample(ctx_ptr, idx + len(drafts)))
+        return len(drafts)
+
+    def _fill_batch(self, plan: StepPlan) -> list[tuple[Request, int, list[int]]]:
+        """Put the plan into the llama_batch; returns (request, first batch row to sample,
+        drafts to verify after it) per sequence that samples."""
         batch = self.batch
         batch.clear()
-        rows: list[tuple[Request, int]] = []
+        rows: list[tuple[Request, int, list[int]]] = []
+        drafts = plan.drafts
         for r in plan.decode:
-            rows.append((r, batch.add([r.last_token], len(r.slot.tokens), r.slot.seq, True)))
+            pos = len(r.slot.tokens)
+            d = drafts.get(r)
+            if d:
+                last = batch.add([r.last_token, *d], pos, r.slot.seq, True, all_logits=True)
+                rows.append((r, last - len(d), d))
+            else:
+                rows.append((r, batch.add([r.last_token], pos, r.slot.seq, True), []))
         for c in plan.prefill:
             r = c.req
             last = c.start + len(c.tokens) == len(r.prompt)
             idx = batch.add(c.tokens, c.start, r.slot.seq, last)
             if last:
-                rows.append((r, idx))
+                rows.append((r, idx, []))
         return rows
 
     def _on_token(self, r: Request, tok: int) -> None:
