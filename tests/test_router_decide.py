@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fakes.scripted_runtime import ScriptedRuntime
 
-from appliance.router.decide import CloudSide, Decision, Refusal, Router, RouteRequest
+from appliance.router.decide import CloudSide, Decision, QueueFull, Refusal, Router, RouteRequest
 from appliance.router.privacy import PrivacyGuard
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, session_key
@@ -168,6 +168,33 @@ def test_queue_wait_over_the_bound_spills_to_cloud() -> None:
     assert d.route == "cloud" and d.reason.startswith("capacity:queue(")
     rt.stats_value = RuntimeStats(2, 1, 0, True)  # a free slot: no wait
     assert router.decide(rr(EASY)).route == "local"
+
+
+def test_a_full_local_queue_spills_to_cloud_else_is_a_429_with_retry_after() -> None:
+    """Count bound (max_queue, default 4 per slot) and wait bound: over either, the cloud if it
+    may, else QueueFull (429, Retry-After), also for a request pinned local by its client."""
+    rt = ScriptedRuntime(id="local-model", stats_value=RuntimeStats(2, 2, 8, True))  # 8 = 4 x 2 slots
+    router, _ = make_router(runtime=rt)
+    d = router.decide(rr(EASY))
+    assert d.route == "cloud" and d.reason == "capacity:queue-full(8)"
+    for r in (router.decide, make_router(runtime=rt, cloud=False)[0].decide):
+        with pytest.raises(QueueFull) as exc:
+            r(rr(EASY, header="local"))
+        assert exc.value.status == 429 and exc.value.type == "rate_limit_error"
+        assert exc.value.headers == {"Retry-After": "1"}  # nothing measured yet: the minimum
+        assert exc.value.reason == "override:header,capacity:queue-full(8)"
+    local_only, _ = make_router(runtime=rt, cloud=False)
+    local_only.queue.observe(10.0)
+    with pytest.raises(QueueFull) as exc:
+        local_only.decide(rr(EASY))
+    assert exc.value.reason.startswith("capacity:queue-full(8)")
+    assert exc.value.headers == {"Retry-After": "5"}  # 10 s per request over 2 slots
+    rt.stats_value = RuntimeStats(2, 2, 7, True)  # one below the count bound, and a short wait
+    small, _ = make_router(runtime=rt, cloud=False, queue_wait_bound_s=1000)
+    assert small.decide(rr(EASY)).route == "local"
+    assert make_router(runtime=rt, cloud=False, max_queue=16)[0].decide(rr(EASY)).route == "local"
+    with pytest.raises(QueueFull):  # the wait bound alone
+        local_only.decide(rr(EASY))  # (7 + 1) x 10 s / 2 = 40 s > 30 s
 
 
 def test_agent_session_keeps_its_route_across_tool_turns() -> None:

@@ -22,6 +22,7 @@ from appliance.api.limits import DEFAULT_LIMITS, Limits
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import RequestContext
 from appliance.api.openai.routes import build_openai_router
+from appliance.api.openapi import install_openapi
 from appliance.api.ps import build_ps_router
 from appliance.api.registry import ModelNotFound, ModelRegistry
 from appliance.api.routing import ChatDispatcher, Routing
@@ -66,7 +67,9 @@ def create_app(
             if routing.usage is not None:
                 routing.usage.close()
 
-    app = FastAPI(title="appliance", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # /openapi.json: behind the same key and Host rules as every route but /health (openapi.py)
+    app = FastAPI(title="appliance", docs_url=None, redoc_url=None, lifespan=lifespan)
+    install_openapi(app)
     metrics = Metrics(registry)
     app.state.registry = registry
     app.state.metrics = metrics

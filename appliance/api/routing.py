@@ -199,7 +199,8 @@ class ChatDispatcher:
         except Refusal as r:
             reason = f"{r.reason},{note}" if note else r.reason
             self._record_early(call, "refused", reason, "", str(r.status))
-            raise ApiError(r.status, r.message, code=r.code, headers={"x-appliance-reason": reason}) from None
+            headers = {**r.headers, "x-appliance-reason": reason}  # Retry-After on a full queue
+            raise ApiError(r.status, r.message, type=r.type, code=r.code, headers=headers) from None
         if note:
             decision = dataclasses.replace(decision, reason=f"{decision.reason},{note}")
         if decision.route == "cloud" and self.routing.cloud is not None:

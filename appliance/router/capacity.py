@@ -6,13 +6,19 @@ length bounds the token count from above (byte-level BPE vocabularies make at
 most about one token per byte, plus template framing), so short prompts need no
 tokenization at all. Queue wait is estimated from the runtime's stats and the
 measured duration of recent local requests.
+
+The local queue is bounded twice: by count (`router.max_queue`, default 4 per slot: beyond that
+a client waits minutes and memory grows with every queued prompt) and by estimated wait
+(`router.queue_wait_bound_s`). Over either, the router spills to the cloud when it may, and
+otherwise the request gets a 429 with Retry-After at once rather than an unbounded wait.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
-from runtimes.base import ChatRequest, Runtime
+from runtimes.base import ChatRequest, Runtime, RuntimeStats
 from runtimes.queue_wait import QueueWait
 
 FRAMING_TOKENS_PER_MESSAGE = 16  # role markers and separators a chat template adds
@@ -21,6 +27,7 @@ CHARS_PER_TOKEN_ESTIMATE = 3.0  # used only when the runtime cannot count
 # 256 bytes of byte-level text), so a prompt of more than n_ctx * this many bytes cannot fit:
 # it is refused without rendering or tokenizing megabytes on the event loop.
 MAX_BYTES_PER_TOKEN = 256
+QUEUE_PER_SLOT = 4  # waiting local requests per slot when `router.max_queue` is not set
 
 
 def _request_bytes(req: ChatRequest) -> int:
@@ -65,13 +72,29 @@ def overflow_detail(runtime: Runtime, req: ChatRequest) -> str:
     return f"the prompt has {n}; the local context holds {runtime.n_ctx}"
 
 
-def queue_wait_s(wait: QueueWait, runtime: Runtime) -> float:
-    """Expected wait for a local slot, from the runtime's slots and queue now; 0 while a slot
-    is free and nobody queues (or the runtime cannot say)."""
+def _stats(runtime: Runtime) -> RuntimeStats | None:
     try:
-        st = runtime.stats()
+        return runtime.stats()
     except Exception:
-        return 0.0
-    if st.slots_total <= 0 or (st.slots_busy < st.slots_total and st.queue_depth == 0):
-        return 0.0
-    return wait.estimate_s(st.queue_depth + 1, st.slots_total)
+        return None
+
+
+def queue_over(wait: QueueWait, runtime: Runtime, max_queue: int | None, bound_s: float) -> str | None:
+    """The reason tag when a new local request would be over a queue bound, else None:
+    `capacity:queue-full(N)` (N already waiting, the count bound) or `capacity:queue(Ws)`
+    (the estimated wait over `bound_s`). Never while a slot is free and nobody waits."""
+    st = _stats(runtime)
+    if st is None or st.slots_total <= 0 or (st.slots_busy < st.slots_total and st.queue_depth == 0):
+        return None
+    limit = max_queue if max_queue is not None else QUEUE_PER_SLOT * st.slots_total
+    if st.queue_depth >= limit:
+        return f"capacity:queue-full({st.queue_depth})"
+    waited = wait.estimate_s(st.queue_depth + 1, st.slots_total)
+    return f"capacity:queue({waited:.0f}s)" if waited > bound_s else None
+
+
+def retry_after_s(wait: QueueWait, runtime: Runtime) -> int:
+    """Seconds until a slot is likely to free (one request's share of the slots), at least 1."""
+    st = _stats(runtime)
+    slots = st.slots_total if st is not None and st.slots_total > 0 else 1
+    return max(1, math.ceil(wait.estimate_s(1, slots)))

@@ -7,6 +7,9 @@ refused, not silently served elsewhere). Cloud also needs a configured provider
 and budget left. Reasons are machine-readable tags (`tier:cloud(0.91)`,
 `privacy:private_key`, `capacity:context`, `override:header`) and never contain
 prompt text.
+
+Every local decision, whatever made it, passes the queue bounds last (capacity.py): a local
+queue over them is a 429 with Retry-After (`QueueFull`), as the cloud was no option by then.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.router.capacity import fits_context, overflow_detail, queue_wait_s
+from appliance.router.capacity import fits_context, overflow_detail, queue_over, retry_after_s
 from appliance.router.policy import Subject, pinned, project_of
 from appliance.router.settings import PinRule, RouterSettings
 from appliance.router.sticky import StickySessions, is_tool_turn, session_key
@@ -37,12 +40,34 @@ class Decision:
 class Refusal(Exception):
     """The request needs the cloud and may not (or cannot) have it; answered with a 4xx."""
 
-    def __init__(self, status: int, code: str, reason: str, message: str):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        reason: str,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.reason = reason
         self.message = message
+        self.type = type  # OpenAI's error `type`
+        self.headers = headers or {}  # extra response headers (Retry-After)
+
+
+class QueueFull(Refusal):
+    """The local queue is over a bound and the cloud is no option: 429, retry after a while."""
+
+    def __init__(self, reason: str, retry_after_s: int):
+        super().__init__(
+            429, "queue_full", reason,
+            f"The local model is busy (too many requests waiting: {reason}); retry in {retry_after_s} s.",
+            type="rate_limit_error", headers={"Retry-After": str(retry_after_s)},
+        )  # fmt: skip
 
 
 @dataclass
@@ -103,6 +128,21 @@ class Router:
 
     # -- the decision ---------------------------------------------------------------------
     def decide(self, rr: RouteRequest) -> Decision:
+        decision = self._decide(rr)
+        if decision.route == "local" and decision.runtime is not None:
+            self._within_queue_bounds(decision, decision.runtime)
+        return decision
+
+    def _within_queue_bounds(self, decision: Decision, runtime: Runtime) -> None:
+        """Raise QueueFull when the local queue is over a bound (spilling was decided before)."""
+        s = self.settings
+        over = queue_over(self.queue, runtime, s.max_queue, s.queue_wait_bound_s)
+        if over is None:
+            return
+        reason = decision.reason if "capacity:queue" in decision.reason else f"{decision.reason},{over}"
+        raise QueueFull(reason, retry_after_s(self.queue, runtime))
+
+    def _decide(self, rr: RouteRequest) -> Decision:
         explicit = self._explicit(rr)
         if explicit is not None and explicit[0] == "local":
             return self._local(rr, explicit[1])
@@ -163,9 +203,10 @@ class Router:
         if runtime is not None and not fits_context(runtime, rr.chat):
             return self._cloud_or_refuse(rr, "capacity:context", None, fallback_local=False)
         if runtime is not None:
-            wait = queue_wait_s(self.queue, runtime)
-            if wait > self.settings.queue_wait_bound_s:
-                return self._cloud_or_refuse(rr, f"capacity:queue({wait:.0f}s)", None, fallback_local=True)
+            s = self.settings
+            over = queue_over(self.queue, runtime, s.max_queue, s.queue_wait_bound_s)
+            if over is not None:  # local only if the cloud may not: then the bound gives a 429
+                return self._cloud_or_refuse(rr, over, None, fallback_local=True)
         if self.classify is None or self.latest_user_text is None:
             return self._local(rr, "local-only")  # no tier classifier: a bare, local-only app
         verdict = self.classify(self.latest_user_text(rr.chat.messages))

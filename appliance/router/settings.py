@@ -47,8 +47,11 @@ class RouterSettings(BaseModel):
     # Air-gapped: refuse (4xx) a request the tier classifier sends to the cloud, rather than
     # answer it with the weaker local model. Capacity overflow is always refused.
     air_gapped_refuse_tier: bool = True
-    # A request whose estimated wait for a local slot exceeds this goes to the cloud.
+    # A request whose estimated wait for a local slot exceeds this goes to the cloud (429 with
+    # Retry-After when it may not); so does one that finds max_queue requests already waiting
+    # (None: 4 per slot of the local model). capacity.py.
     queue_wait_bound_s: float = 30.0
+    max_queue: int | None = Field(default=None, ge=0)
     # Tier score at or above which a request counts as reasoning-tier (None: the classifier's own).
     tier_threshold: float | None = None
     # Extra privacy patterns {name: regex} on top of the built-in secret detectors.

@@ -131,7 +131,8 @@ def serve(cfg: ServeConfig) -> int:
                 _red(f"not the planned model: {spec.passed_over}")
 
     threading.Thread(target=load_all, name="loader", daemon=True).start()
-    console.print(f"listening on {'https' if tls else 'http'}://{cfg.host}:{cfg.port} (health: 503 until the model is loaded)")
+    scheme = "https" if tls else "http"
+    console.print(f"listening on {scheme}://{cfg.host}:{cfg.port} (health: 503 until the model is loaded)")
     console.print(f"router: {describe_routing(routing)}")
     asyncio.run(server.serve())
     return 1 if failed else 0

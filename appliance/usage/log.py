@@ -6,10 +6,17 @@ long it took; never any prompt or answer text, so the log can be kept and
 shared for audits. Writes go through a background thread so recording never adds
 a disk sync to a request; today's cloud spend is kept in memory for the budget
 check and seeded from the database at start.
+
+Crash safety: WAL with synchronous=NORMAL, so a row committed before a `kill -9` is there after
+the restart (SQLite replays the WAL); only rows still waiting for their batch (`batch_s`) are
+lost. A file that is not a readable database at all is moved aside (`usage.db.corrupt-<time>`)
+and a new log started, so a damaged log never stops `serve`; a write that fails (a full disk)
+drops that batch with a warning instead of killing the writer thread.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -21,6 +28,8 @@ from pathlib import Path
 
 from runtimes.base import Usage
 from runtimes.upstream.config import Price
+
+log = logging.getLogger("appliance.usage")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -69,18 +78,38 @@ def utc_day(ts: float) -> str:
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    """The log's database, its schema brought up to date; a damaged file is moved aside."""
+    try:
+        return _open(path)
+    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+        if isinstance(e, sqlite3.OperationalError) or not path.exists():
+            raise  # locked, read-only, no room: not damage, and moving the file would not help
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            src = path.with_name(path.name + suffix)
+            if src.exists():
+                src.replace(aside.with_name(aside.name + suffix))
+        log.warning("usage log %s is damaged (%s): moved to %s, starting a new log", path, e, aside)
+        return _open(path)
+
+
+def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-    if "cached_tokens" not in columns:  # a log written before cached tokens were recorded
-        db.execute("ALTER TABLE requests ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
-    if "key_name" not in columns:  # a log written before requests were attributed to keys
-        db.execute("ALTER TABLE requests ADD COLUMN key_name TEXT NOT NULL DEFAULT ''")
-    if "dialect" not in columns:  # a log written before the console's audit showed the dialect
-        db.execute("ALTER TABLE requests ADD COLUMN dialect TEXT NOT NULL DEFAULT ''")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        if "cached_tokens" not in columns:  # a log written before cached tokens were recorded
+            db.execute("ALTER TABLE requests ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+        if "key_name" not in columns:  # a log written before requests were attributed to keys
+            db.execute("ALTER TABLE requests ADD COLUMN key_name TEXT NOT NULL DEFAULT ''")
+        if "dialect" not in columns:  # a log written before the console's audit showed the dialect
+            db.execute("ALTER TABLE requests ADD COLUMN dialect TEXT NOT NULL DEFAULT ''")
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
@@ -189,6 +218,8 @@ class UsageLog:
                 if rows:
                     with self._db:
                         self._db.executemany(sql, rows)
+            except sqlite3.Error as e:  # a full disk, a damaged file: keep serving, say so
+                log.warning("usage log: %d row(s) not written: %s", len(rows), e)
             finally:
                 for _ in batch:
                     self._queue.task_done()

@@ -8,12 +8,23 @@ by the model file and a hash of the tokens. A new request whose prompt starts wi
 stored prefix restores it (llama_state_seq_set_data) and computes only the rest, also
 after a restart.
 
-File format: b"APKV1\\0", uint32 n_tokens, n_tokens int32 tokens, then the state bytes.
+File format: b"APKV2\\0", then uint32 n_tokens, uint64 state bytes, uint32 CRC-32 of the tokens
+and the state (little-endian), then n_tokens int32 tokens, then the state bytes.
+
+Crash safety: a file is written as `.tmp`, synced, then renamed, so a crash mid-write leaves a
+`.tmp` (removed at start) and never a short `.kv`. A file damaged anyway (a disk fault, a
+copy cut short, another build's format) is never restored into a context: a length that does
+not match the header is caught when the index is read at start, other damage by the CRC when
+the state is loaded; such a file is deleted and the prefix is simply computed (and stored)
+again. CRC-32 and not a cryptographic hash: it finds damage, not tampering (the directory is
+ours), and runs at ~4 GB/s. A full disk (ENOSPC, EDQUOT) turns the disk side off with one
+warning; the RAM side and serving go on.
 """
 
 from __future__ import annotations
 
 import array
+import errno
 import hashlib
 import logging
 import os
@@ -22,6 +33,7 @@ import re
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,8 +42,10 @@ from runtimes.llamacpp.slots import common_prefix
 
 log = logging.getLogger("appliance.llamacpp")
 
-MAGIC = b"APKV1\0"
-_HEADER = struct.Struct("<I")
+MAGIC = b"APKV2\0"
+_HEADER = struct.Struct("<IQI")  # n_tokens, state bytes, CRC-32 of tokens + state
+_HEAD_SIZE = len(MAGIC) + _HEADER.size
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class SeqState(Protocol):
@@ -84,6 +98,7 @@ class PrefixStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ram_limit = ram_bytes
         self.disk_limit = disk_bytes
+        self.disk_off = False  # set when the disk filled up: RAM only from then on
         self.min_tokens = max(1, min_tokens)
         self._entries: dict[str, Entry] = {}
         self._stats = StoreStats()
@@ -141,13 +156,9 @@ class PrefixStore:
         data = entry.data
         if data is None and entry.on_disk:
             try:
-                with open(self._path(entry.key), "rb") as f:
-                    head = f.read(len(MAGIC) + _HEADER.size)
-                    (n,) = _HEADER.unpack_from(head, len(MAGIC))
-                    f.seek(len(MAGIC) + _HEADER.size + 4 * n)
-                    data = f.read()
-            except OSError as e:
-                log.warning("prefix store: cannot read %s: %s", entry.key, e)
+                data = _read_checked(self._path(entry.key), entry.tokens)
+            except (OSError, ValueError) as e:  # ValueError: damaged; never restored
+                log.warning("prefix store: dropping %s: %s", entry.key, e)
                 with self._lock:
                     self._drop(entry)
                 return None
@@ -230,16 +241,10 @@ class PrefixStore:
                 if entry is None:
                     return
                 data = entry.data
-                if data is None or entry.key not in self._entries:
+                if data is None or entry.key not in self._entries or self.disk_off:
                     continue
                 path = self._path(entry.key)
-                tmp = path.with_suffix(".tmp")
-                with open(tmp, "wb") as f:
-                    f.write(MAGIC)
-                    f.write(_HEADER.pack(len(entry.tokens)))
-                    f.write(array.array("i", entry.tokens).tobytes())
-                    f.write(data)
-                os.replace(tmp, path)
+                _write_synced(path, entry.tokens, data)
                 with self._lock:
                     if entry.key in self._entries:
                         entry.on_disk = True
@@ -248,32 +253,99 @@ class PrefixStore:
                     else:
                         path.unlink(missing_ok=True)
             except OSError as e:
-                log.warning("prefix store: cannot write %s: %s", getattr(entry, "key", "?"), e)
+                if e.errno in _DISK_FULL:
+                    self._disk_full(e)
+                else:
+                    log.warning("prefix store: cannot write %s: %s", getattr(entry, "key", "?"), e)
             finally:
                 self._writes.task_done()
 
     def _load_index(self) -> None:
         """Read the token headers of the states a previous run left on disk."""
+        bad: list[str] = []
         for path in self.dir.glob("*.kv"):
             try:
-                with open(path, "rb") as f:
-                    head = f.read(len(MAGIC) + _HEADER.size)
-                    if not head.startswith(MAGIC):
-                        continue
-                    (n,) = _HEADER.unpack_from(head, len(MAGIC))
-                    toks = array.array("i")
-                    toks.frombytes(f.read(4 * n))
-                size = path.stat().st_size - len(MAGIC) - _HEADER.size - 4 * n
-                if len(toks) != n or size <= 0 or _key(toks.tolist()) != path.stem:
-                    continue
-                mtime = path.stat().st_mtime
-                self._entries[path.stem] = Entry(path.stem, toks.tolist(), size, None, True, mtime)
+                tokens, size = _read_index(path)
+                self._entries[path.stem] = Entry(path.stem, tokens, size, None, True, path.stat().st_mtime)
+            except ValueError as e:  # damaged, cut short, or an older format: computed again
+                bad.append(f"{path.name}: {e}")
+                path.unlink(missing_ok=True)
             except OSError:
                 continue
+        if bad:
+            first = bad[0]
+            log.warning("prefix store: deleted %d unusable file(s) in %s, e.g. %s", len(bad), self.dir, first)
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
+
+    def _disk_full(self, e: OSError) -> None:
+        """The disk under the store is full: stop writing (RAM entries stay), say so once."""
+        with self._lock:
+            if self.disk_off:
+                return
+            self.disk_off = True  # pending writes are skipped; their RAM copies still serve
+        log.warning(
+            "prefix store: the disk under %s is full (%s); storing prefixes in RAM only from now on",
+            self.dir, e.strerror,
+        )
 
     def close(self) -> None:
         self.flush()
         self._writes.put(None)
         self._writer.join(timeout=10)
+
+
+# -- file format ----------------------------------------------------------------------------
+def _write_synced(path: Path, tokens: list[int], data: bytes) -> None:
+    """Header, tokens, state into `.tmp`, fsync, rename: a crash never leaves a short `.kv`.
+    A failed write removes its `.tmp` (a full disk must not stay full of halves)."""
+    toks = array.array("i", tokens).tobytes()
+    crc = zlib.crc32(data, zlib.crc32(toks))
+    tmp = path.with_suffix(".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + _HEADER.pack(len(tokens), len(data), crc))
+            f.write(toks)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_index(path: Path) -> tuple[list[int], int]:
+    """A file's tokens and state size, checking all but the CRC (which needs the whole state):
+    magic, token count, the file's length against the header, the name against the tokens."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_SIZE)
+        if len(head) < _HEAD_SIZE or not head.startswith(MAGIC):
+            raise ValueError("not a prefix-store file of this version")
+        n, size, _ = _HEADER.unpack_from(head, len(MAGIC))
+        toks = array.array("i")
+        toks.frombytes(f.read(4 * n))
+    if len(toks) != n or size <= 0:
+        raise ValueError("truncated tokens")
+    if path.stat().st_size != _HEAD_SIZE + 4 * n + size:
+        raise ValueError(f"length {path.stat().st_size} does not match its header")
+    tokens = toks.tolist()
+    if _key(tokens) != path.stem:
+        raise ValueError("tokens do not match the file name")
+    return tokens, size
+
+
+def _read_checked(path: Path, tokens: list[int]) -> bytes:
+    """The state bytes, after checking length and CRC against the header (ValueError if not)."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_SIZE)
+        if len(head) < _HEAD_SIZE or not head.startswith(MAGIC):
+            raise ValueError("bad header")
+        n, size, crc = _HEADER.unpack_from(head, len(MAGIC))
+        toks = f.read(4 * n)
+        data = f.read()
+    if n != len(tokens) or len(data) != size:
+        raise ValueError(f"{len(data)} state bytes, the header says {size}")
+    if toks != array.array("i", tokens).tobytes() or zlib.crc32(data, zlib.crc32(toks)) != crc:
+        raise ValueError("checksum mismatch")
+    return data

@@ -58,6 +58,10 @@ class ProviderConfig(_Config):
     models: dict[str, CloudModel]
     timeout_s: float = Field(default=120.0, gt=0)  # longest silence inside a stream
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # Longest wait for the first event (status line and first SSE frame): a provider that accepts
+    # the connection and says nothing is given up on after this, not retried, and the next
+    # provider (or the local model) answers instead.
+    first_byte_timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)  # extra attempts at this provider
     headers: dict[str, str] = Field(default_factory=dict)  # non-secret extras (anthropic-beta, ...)
 

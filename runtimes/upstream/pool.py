@@ -7,6 +7,11 @@ event the stream belongs to that provider and an error reaches the client as one
 A provider that keeps failing is benched for a while (cooldown) so requests stop
 paying its timeouts. When every provider failed, `CloudUnavailable` lets the router
 serve the request locally instead.
+
+A provider that accepts the connection and never answers would otherwise hold the client
+for its read timeout (a long one, as it also bounds the silence inside a stream) times its
+retries; `first_byte_timeout_s` bounds the wait for its first event instead, and such a
+provider is not retried (it would most likely stay silent again).
 """
 
 from __future__ import annotations
@@ -215,6 +220,13 @@ def build_upstream(
     )  # fmt: skip
 
 
+class NoFirstByte(UpstreamError):
+    """A provider accepted the request and sent nothing within its `first_byte_timeout_s`."""
+
+    def __init__(self, message: str):
+        super().__init__(message, upstream_status=None, retryable=False)
+
+
 def _retryable(exc: RuntimeError_) -> bool:
     return isinstance(exc, Overloaded) or (isinstance(exc, UpstreamError) and exc.retryable)
 
@@ -229,6 +241,7 @@ class CloudStream:
     failures: list[str] = field(default_factory=list)  # "provider: error", for logs and the 503
     attempts: int = 0  # requests sent to providers so far
     statuses: list[str] = field(default_factory=list)  # "provider:429", "provider:conn" per failure
+    silent: int = 0  # attempts given up on for sending nothing within first_byte_timeout_s
     _it: AsyncIterator[Event] | None = None
     _closed: bool = False
 
@@ -273,8 +286,14 @@ class CloudStream:
         """One request to one provider: its first event, or the retryable error it failed with."""
         self.attempts += 1
         it = route.runtime.chat(dataclasses.replace(self.req, model=route.runtime.id))
+        wait_s = route.provider.first_byte_timeout_s
         try:
-            first = await it.__anext__()
+            async with asyncio.timeout(wait_s):
+                first = await it.__anext__()
+        except TimeoutError:
+            await _close(it)
+            self.silent += 1
+            return NoFirstByte(f"{route.provider.name} sent nothing within {wait_s:g} s")
         except StopAsyncIteration:
             await _close(it)
             return UpstreamError(f"{route.provider.name} sent an empty stream")
@@ -294,7 +313,8 @@ class CloudStream:
         """Record the failure; pause and say True when the same provider deserves another try."""
         self.failures.append(f"{route.provider.name}: {exc}")
         status = exc.upstream_status if isinstance(exc, UpstreamError) else exc.status
-        self.statuses.append(f"{route.provider.name}:{status or 'conn'}")
+        label = "silent" if isinstance(exc, NoFirstByte) else status or "conn"
+        self.statuses.append(f"{route.provider.name}:{label}")
         benched = self.pool.failed(route.provider.name)
         delay = self.pool.backoff_s(attempt, exc)
         if benched or not _retryable(exc) or delay is None or attempt == route.provider.max_retries:
@@ -308,6 +328,8 @@ class CloudStream:
             return CloudUnavailable(f"no cloud provider serves the model '{model}'", reason="unknown-model")
         detail = "; ".join(self.failures) or "no provider configured"
         reason = "all-failed" if tried else "cooling-down"
+        if tried and self.silent == self.attempts:
+            reason = "timeout"  # every provider tried accepted and then said nothing
         # Only provider names and statuses: an upstream's message may quote the prompt.
         log.warning("cloud model %s unavailable: %s", model, ", ".join(self.statuses) or reason)
         return CloudUnavailable(f"cloud model '{model}' is unavailable: {detail}", reason=reason)

@@ -23,6 +23,7 @@ from appliance.api.anthropic.schemas import CountTokensBody, MessagesBody
 from appliance.api.errors import ApiError, from_runtime_error, from_validation_error, internal_error
 from appliance.api.generation import ClientGone, Generation
 from appliance.api.http import CLIENT_CLOSED, finish_error, new_id, read_body, request_id, whole_response
+from appliance.api.openapi import request_body
 from appliance.api.registry import MAIN_ROLE
 from appliance.api.routing import ChatDispatcher, resolve_local
 from appliance.api.sse import SSEResponse
@@ -82,7 +83,7 @@ def error_response(exc: Exception, rid: str) -> JSONResponse:
 def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/messages")
+    @router.post("/v1/messages", openapi_extra=request_body(MessagesBody))
     async def messages(request: Request) -> Response:
         rid = request_id(request)
         try:
@@ -109,7 +110,7 @@ def build_anthropic_router(dispatcher: ChatDispatcher) -> APIRouter:
         except Exception as exc:
             return error_response(exc, rid)
 
-    @router.post("/v1/messages/count_tokens")
+    @router.post("/v1/messages/count_tokens", openapi_extra=request_body(CountTokensBody))
     async def count_tokens(request: Request) -> Response:
         """Exact with the local model's tokenizer (its chat template included); cloud models
         are counted against the main local model, since we hold no cloud tokenizer."""

@@ -22,6 +22,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.openai.convert import chat_request, completion_request
 from appliance.api.openai.responses import ChatCollector, ChatStream, TextStream, text_response
 from appliance.api.openai.schemas import ChatCompletionBody, CompletionBody
+from appliance.api.openapi import request_body
 from appliance.api.registry import ModelRegistry
 from appliance.api.routing import ChatDispatcher, resolve_local, route_headers
 from appliance.api.sse import DONE, SSEResponse, sse
@@ -55,8 +56,8 @@ def build_openai_router(models: ModelRegistry, metrics: Metrics, dispatcher: Cha
         )
 
     # llama-server and many clients also accept the paths without /v1.
-    @router.post("/v1/chat/completions")
-    @router.post("/chat/completions")
+    @router.post("/v1/chat/completions", openapi_extra=request_body(ChatCompletionBody))
+    @router.post("/chat/completions", openapi_extra=request_body(ChatCompletionBody))
     async def chat_completions(request: Request) -> Response:
         body, raw = await read_body(request, ChatCompletionBody)
         req = chat_request(body, raw, body.model or "", request_id(request))
@@ -79,8 +80,8 @@ def build_openai_router(models: ModelRegistry, metrics: Metrics, dispatcher: Cha
 
         return await whole_response(request, gen, collector.add, answer, headers)
 
-    @router.post("/v1/completions")
-    @router.post("/completions")
+    @router.post("/v1/completions", openapi_extra=request_body(CompletionBody))
+    @router.post("/completions", openapi_extra=request_body(CompletionBody))
     async def completions(request: Request) -> Response:
         started = time.perf_counter()
         body, _ = await read_body(request, CompletionBody)
