@@ -42,6 +42,11 @@ class DraftConfig:
     short_match_k: int = 4  # drafts from an n_min match are capped: short n-grams mislead more
     k_init: int = 4  # draft length of a sequence's first draft
     k_max: int = 16
+    # A match at least this long is a copy in progress (an agent rewriting a file it was given):
+    # a sequence decoding alone then drafts up to k_long at once, as llama-server's ngram-mod
+    # does from 24-token matches, instead of growing k step by step.
+    long_match: int = 12
+    k_long: int = 64
     # Verified tokens (decodes + drafts) one step may hold before drafts stop being added:
     # with many slots decoding, drafts would make every slot's step slower.
     step_tokens: int = 24
@@ -124,7 +129,7 @@ class Drafter:
             return 0
         if shared and self.accept_ema < self.cfg.min_accept_shared:
             return 0
-        return self.k
+        return self.k if shared else max(self.k, self.cfg.k_long)  # propose caps it by the match
 
     def propose(self, limit: int) -> list[int]:
         """Up to `limit` tokens that followed the latest (or the followed) earlier occurrence
@@ -142,10 +147,11 @@ class Drafter:
                     break
         if src is None:
             return []
+        cap = self.cfg.k_long if _match_len(t, src, self.cfg.long_match) >= self.cfg.long_match else self.k
         if n <= self.cfg.n_min:
-            limit = min(limit, self.cfg.short_match_k)
+            cap = min(cap, self.cfg.short_match_k)
         self._src, self._src_len = src, len(t)
-        return t[src : src + limit]
+        return t[src : src + min(limit, cap)]
 
     def _follow(self) -> int | None:
         """The previous draft's source moved on by what was emitted since, if the history
@@ -182,3 +188,10 @@ class Drafter:
             self._pause_len = min(cfg.max_pause_steps, self._pause_len * 2)
             self.accept_ema = cfg.min_accept  # the retry starts at the threshold
 
+
+def _match_len(t: list[int], src: int, most: int) -> int:
+    """How many tokens before `src` equal the history's last ones (up to `most`)."""
+    m = 0
+    while m < most and src - 1 - m >= 0 and t[src - 1 - m] == t[-1 - m]:
+        m += 1
+    return m

@@ -238,10 +238,11 @@ class Policy:
         """
         cfg = self.drafting
         assert cfg is not None
-        budget = min(cfg.step_tokens, self.kv.n_batch, self.slots.ledger.free) - len(gens)
+        shared = len(gens) > 1
+        step = cfg.step_tokens if shared else cfg.k_long + 1  # alone, a copy may draft long
+        budget = min(step, self.kv.n_batch, self.slots.ledger.free) - len(gens)
         if budget <= 0:
             return 0
-        shared = len(gens) > 1
         wanted = []
         for r in gens:
             if r.drafter is not None:
