@@ -84,6 +84,52 @@ def test_draft_length_shrinks_to_what_was_accepted_and_grows_back():
     assert d.k == 16
 
 
+def test_a_long_copy_drafts_long_and_doubles_up_to_k_copy_max():
+    cfg = DraftConfig(long_match=12, k_long=16, k_copy_max=64, k_max=8)
+    source = list(range(1000, 1400))
+    d = Drafter([1, *source, 2], cfg)
+    out = source[:20]  # 20 tokens copied: a copy in progress
+    d.sync(out)
+    assert d.wants(False) == 16
+    draft = d.propose(d.wants(False))
+    assert draft == source[20:36]
+    d.observe(16, 16)
+    out = source[:37]  # the 16 drafts and one more token
+    d.sync(out)
+    assert d.propose(d.wants(False)) == source[37:69]  # whole acceptance doubled the draft
+    d.observe(32, 32)
+    d.sync(source[:70])
+    assert len(d.propose(d.wants(False))) == 64  # capped at k_copy_max
+    d.observe(64, 10)
+    assert d.k_copy == 16  # a miss starts again at k_long
+
+
+def test_after_an_edit_the_copy_resumes_just_past_the_old_text():
+    # "... a = f ( old ) ; b = ..." is rewritten with `new` for `old`: once the output has
+    # written the new name and the ")" after it, the copy resumes after the old name's ")".
+    cfg = DraftConfig(k_init=4, k_max=16, short_match_k=4)
+    head = list(range(100, 130))
+    tail = list(range(200, 240))
+    old, new, close = 7, 8, 9
+    d = Drafter([*head, old, close, *tail], cfg)
+    d.sync(head[:10])
+    assert d.propose(4) == head[10:14]
+    d.observe(4, 4)
+    d.sync(head)  # the copy went on to the edit...
+    assert d.propose(8) == [old, close, *tail[:6]]
+    d.observe(8, 0)  # ...where the model wrote `new` instead
+    d.sync([*head, new])
+    assert d.propose(8) == []  # `new` is nowhere in the source: nothing to guess from
+    d.sync([*head, new, close])
+    assert d.propose(8) == tail[:1]  # resynchronised on ")" after the old name; k is 1 after the miss
+    d.observe(1, 1)
+    d.sync([*head, new, close, *tail[:2]])
+    assert d.propose(16) == tail[2:4]  # and followed from there, growing again
+    d.observe(2, 2)
+    d.sync([*head, new, close, *tail[:5]])
+    assert d.propose(16) == tail[5:9]
+
+
 def test_spec_mode_comes_from_config_then_environment(monkeypatch):
     monkeypatch.delenv("APPLIANCE_SPEC", raising=False)
     assert spec_mode(None) == "ngram"

@@ -239,7 +239,7 @@ class Policy:
         cfg = self.drafting
         assert cfg is not None
         shared = len(gens) > 1
-        step = cfg.step_tokens if shared else cfg.k_long + 1  # alone, a copy may draft long
+        step = cfg.step_tokens if shared else cfg.k_copy_max + 1  # alone, a copy may draft long
         budget = min(step, self.kv.n_batch, self.slots.ledger.free) - len(gens)
         if budget <= 0:
             return 0
