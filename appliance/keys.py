@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +38,7 @@ class KeyRecord:
     id: str  # short, random, not secret: what `keys list` shows
     sha256: str  # hex digest of the key; the key itself is never stored
     created: str  # ISO 8601, UTC
+    daily_budget_usd: float | None = None  # this key's cloud spend per UTC day (None: no limit)
 
 
 def default_keys_path() -> Path:
@@ -81,6 +82,10 @@ class KeyStore:
                 found = rec.name
         return found
 
+    def daily_budget(self, name: str) -> float | None:
+        """The key's daily cloud budget (None: none, or no such key)."""
+        return next((r.daily_budget_usd for r in self.records() if r.name == name), None)
+
     def _read(self) -> list[KeyRecord]:
         try:
             data = json.loads(self.path.read_text())
@@ -89,7 +94,7 @@ class KeyStore:
             raise KeyError_(f"{self.path}: unreadable keys file ({e.__class__.__name__})") from None
 
     # -- changing (the CLI) ----------------------------------------------------------------
-    def add(self, name: str) -> str:
+    def add(self, name: str, daily_budget_usd: float | None = None) -> str:
         """Create key `name`; returns the key, which is not stored and cannot be shown again."""
         if not name or len(name) > 64 or not set(name) <= _NAME_OK:
             raise KeyError_("a key name is 1-64 letters, digits, '.', '_' or '-'")
@@ -98,8 +103,19 @@ class KeyStore:
             raise KeyError_(f"a key named {name!r} exists; revoke it first")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         created = datetime.now(UTC).replace(microsecond=0).isoformat()
-        self._write([*records, KeyRecord(name, secrets.token_hex(4), hash_key(key), created)])
+        _check_budget(daily_budget_usd)
+        rec = KeyRecord(name, secrets.token_hex(4), hash_key(key), created, daily_budget_usd)
+        self._write([*records, rec])
         return key
+
+    def set_budget(self, name: str, daily_budget_usd: float | None) -> None:
+        """Change (or with None remove) a key's daily cloud budget; a running server sees it
+        at its next request."""
+        _check_budget(daily_budget_usd)
+        records = self.records()
+        if not any(r.name == name for r in records):
+            raise KeyError_(f"no key named {name!r}")
+        self._write([replace(r, daily_budget_usd=daily_budget_usd) if r.name == name else r for r in records])
 
     def revoke(self, name: str) -> None:
         records = self.records()
@@ -122,3 +138,8 @@ class KeyStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _check_budget(usd: float | None) -> None:
+    if usd is not None and not (usd >= 0 and usd < float("inf")):
+        raise KeyError_("a daily budget is a number of US dollars, 0 or more")

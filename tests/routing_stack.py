@@ -20,6 +20,7 @@ from fakes.scripted_runtime import ScriptedRuntime, text_events
 from live_server import running_server
 
 from appliance.api import ModelRegistry, create_app
+from appliance.api.guard import AccessPolicy
 from appliance.api.routing import Routing
 from appliance.config import ServeConfig
 from appliance.serve.routing import build_routing
@@ -51,7 +52,8 @@ def cloud_section(api_base: str, price: dict = PRICE) -> dict:
 
 @contextmanager
 def open_stack(
-    local_text: str = "answered locally", cloud_text: str = "answered by the cloud", price: dict = PRICE
+    local_text: str = "answered locally", cloud_text: str = "answered by the cloud", price: dict = PRICE,
+    access: AccessPolicy | None = None,
 ) -> Iterator[Stack]:
     local = ScriptedRuntime(id="local-model", n_ctx=4096, script=text_events(local_text))
     registry = ModelRegistry()
@@ -60,7 +62,7 @@ def open_stack(
         router = {"reference_cloud_model": CLOUD_MODEL}
         cfg = ServeConfig(cloud=cloud_section(provider.api_base, price), router=router)
         routing = build_routing(cfg, registry)
-        app = create_app(registry, routing=routing, close_runtimes_on_shutdown=True)
+        app = create_app(registry, routing=routing, close_runtimes_on_shutdown=True, access=access)
         with running_server(app) as live:
             client = openai.OpenAI(base_url=live.api_base, api_key="client-key", max_retries=0)
             with httpx.Client(base_url=live.base_url, timeout=30) as http:

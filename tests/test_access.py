@@ -143,6 +143,17 @@ def test_configured_origin_gets_preflight_and_cors_headers(monkeypatch: pytest.M
 
 
 # -- keys ------------------------------------------------------------------------------------
+def test_key_budgets_from_the_cli(tmp_path: Path) -> None:
+    assert _cli("keys", "add", "agent", "--daily-budget", "2.5", home=tmp_path).returncode == 0
+    assert "$2.50/day" in _cli("keys", "list", home=tmp_path).stdout
+    assert KeyStore(tmp_path / "keys.json").daily_budget("agent") == 2.5
+    assert _cli("keys", "budget", "agent", "none", home=tmp_path).returncode == 0
+    assert KeyStore(tmp_path / "keys.json").daily_budget("agent") is None
+    bad = _cli("keys", "budget", "agent", "-1", home=tmp_path)
+    assert bad.returncode == 2 and "0 or more" in bad.stderr
+    assert _cli("keys", "budget", "nobody", "3", home=tmp_path).returncode == 2
+
+
 def test_keys_from_the_cli_work_with_the_sdks_and_revoked_ones_do_not(tmp_path: Path) -> None:
     made = _cli("keys", "add", "laptop", home=tmp_path)
     assert made.returncode == 0, made.stderr

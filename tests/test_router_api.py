@@ -17,6 +17,9 @@ import openai
 import pytest
 from routing_stack import CLOUD_MODEL, KEY, KEY_ENV, Stack, open_stack
 
+from appliance.api.guard import AccessPolicy
+from appliance.keys import KeyStore
+
 EASY = "hi! what does the word 'distributed' mean?"
 HARD = (
     "Prove that there is no continuous function f from the reals to the reals that takes every "
@@ -198,3 +201,36 @@ def test_cloud_gets_logprobs_and_refuses_what_it_cannot_take(stack: Stack) -> No
         stack.client.chat.completions.create(model=CLOUD_MODEL, messages=messages, n=2)
     assert n.value.param == "n"
     assert len(stack.provider.requests) == 1  # neither refused request reached the provider
+
+
+def test_a_keys_daily_budget_keeps_its_requests_local_once_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-key budgets (issue 15): the keys file (what `appliance keys add --daily-budget` and
+    `keys budget` write) is read by the running server; the fake cloud provider bills each
+    request at its configured price."""
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path))
+    monkeypatch.setenv(KEY_ENV, KEY)
+    keys = KeyStore(tmp_path / "keys.json")
+    alice = keys.add("alice", daily_budget_usd=0.000001)
+    bob = keys.add("bob")
+    with open_stack(access=AccessPolicy(keys=keys, require_key=True)) as s:
+        def ask(key: str, **headers: str):
+            client = s.client.with_options(api_key=key)
+            return client.chat.completions.with_raw_response.create(
+                model="default", messages=[{"role": "user", "content": HARD}], extra_headers=headers
+            )
+
+        assert ask(alice).headers["x-appliance-route"] == "cloud"  # nothing spent yet
+        assert s.routing.usage.key_spent_today("alice") > 0.000001
+        over = ask(alice)
+        assert over.headers["x-appliance-route"] == "local"
+        assert over.headers["x-appliance-reason"].endswith(",key-budget")
+        assert ask(bob).headers["x-appliance-route"] == "cloud"  # another key's budget is its own
+        with pytest.raises(openai.RateLimitError) as refused:  # asked for the cloud explicitly
+            ask(alice, **{"x-appliance-route": "cloud"})
+        assert refused.value.body["code"] == "budget_exceeded"
+        assert "API key" in refused.value.body["message"]
+        keys.set_budget("alice", None)  # the running server sees the change at once
+        assert ask(alice).headers["x-appliance-route"] == "cloud"
+        assert len(s.provider.requests) == 3

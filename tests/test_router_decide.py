@@ -61,11 +61,13 @@ def make_router(
 def rr(
     text: str, *, model: str = "default", header: str | None = None, system: str | None = None,
     extra: list[dict] | None = None, project: str | None = None, key: str | None = None,
+    key_name: str = "",
 ) -> RouteRequest:
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": "user", "content": text}, *(extra or [])]
     chat = ChatRequest(model=model, messages=messages, sampling=Sampling())
-    return RouteRequest(model=model, chat=chat, route_header=header, project_header=project, api_key=key)
+    return RouteRequest(model=model, chat=chat, route_header=header, project_header=project, api_key=key,
+                        key_name=key_name)
 
 
 def test_inspectors_agree_with_the_prompts_used_here() -> None:
@@ -262,3 +264,23 @@ def test_reasons_never_carry_prompt_text() -> None:
         except Refusal as r:
             reason = r.reason + r.message
         assert "ZEBRA" not in reason and "continuous" not in reason
+
+
+def test_per_key_spend_is_counted_and_survives_a_restart(tmp_path: Path) -> None:
+    log = UsageLog(tmp_path / "usage.sqlite", {CLOUD_MODEL: Price(input=10.0, output=30.0)})
+    router, _ = make_router()
+    router.key_budget_ok = lambda key: log.key_budget_ok(key, 0.05)
+    assert router.decide(rr(HARD, key_name="alice")).route == "cloud"
+    log.record(started=time.time(), route="cloud", reason="tier", requested_model="default",
+               served_model=CLOUD_MODEL, provider="p", prompt_tokens=4000, completion_tokens=500,
+               key_name="alice")
+    d = router.decide(rr(HARD, key_name="alice"))
+    assert d.route == "local" and d.reason.endswith(",key-budget")
+    assert router.decide(rr(HARD, key_name="bob")).route == "cloud"
+    assert router.decide(rr(HARD)).route == "cloud"  # no key, no key budget
+    log.flush()
+    reopened = UsageLog(tmp_path / "usage.sqlite", {})
+    assert reopened.key_spent_today("alice") == pytest.approx(0.055)
+    assert reopened.key_spent_today("bob") == 0.0
+    log.close()
+    reopened.close()

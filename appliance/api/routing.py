@@ -193,6 +193,7 @@ class ChatDispatcher:
             route_header=request.headers.get("x-appliance-route"),
             project_header=request.headers.get("x-appliance-project"),
             api_key=client_key(request),
+            key_name=key_name(request),
         )
         try:
             decision = self.routing.router.decide(rr)

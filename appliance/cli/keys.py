@@ -1,4 +1,4 @@
-"""`appliance keys add|list|revoke`: named API keys for clients on other machines.
+"""`appliance keys add|list|revoke|budget`: named API keys for clients on other machines.
 
 Registered on the top-level parser by `add_parser`. The key is printed once, by `add`, and
 never again: the keys file holds only its hash (appliance/keys.py).
@@ -19,10 +19,27 @@ def add_parser(sub: Any) -> None:
     ks = k.add_subparsers(dest="keys_command", required=True)
     a = ks.add_parser("add", help="create a key and print it (once)")
     a.add_argument("name", help="who or what uses it (letters, digits, . _ -)")
-    ks.add_parser("list", help="names, ids and creation times (never the keys)")
+    a.add_argument("--daily-budget", dest="daily_budget", type=_usd, metavar="USD",
+                   help="this key's cloud spend per UTC day; over it, its requests stay local")
+    ks.add_parser("list", help="names, ids, creation times and budgets (never the keys)")
+    b = ks.add_parser("budget", help="set a key's daily cloud budget (USD), or 'none' to remove it")
+    b.add_argument("name")
+    b.add_argument("usd", type=_usd, metavar="USD|none")
     r = ks.add_parser("revoke", help="delete a key; a running server refuses it at once")
     r.add_argument("name")
     k.set_defaults(func=cmd_keys)
+
+
+def _usd(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("a budget is 0 or more")
+    return value
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -31,10 +48,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     store = KeyStore(args.file)
     try:
         if args.keys_command == "add":
-            key = store.add(args.name)
+            key = store.add(args.name, args.daily_budget)
             print(key)
             print(f"key '{args.name}' created; it is shown only now. Clients send it as "
                   "'Authorization: Bearer <key>' (or 'x-api-key').", file=sys.stderr)
+        elif args.keys_command == "budget":
+            store.set_budget(args.name, args.usd)
+            limit = "no daily cloud budget" if args.usd is None else f"a daily budget of ${args.usd:.2f}"
+            print(f"key '{args.name}' now has {limit}", file=sys.stderr)
         elif args.keys_command == "revoke":
             store.revoke(args.name)
             print(f"key '{args.name}' revoked", file=sys.stderr)
@@ -43,7 +64,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not records:
                 print(f"no keys in {store.path}", file=sys.stderr)
             for rec in records:
-                print(f"{rec.name}\t{rec.id}\t{rec.created}")
+                budget = "-" if rec.daily_budget_usd is None else f"${rec.daily_budget_usd:.2f}/day"
+                print(f"{rec.name}\t{rec.id}\t{rec.created}\t{budget}")
     except KeyError_ as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

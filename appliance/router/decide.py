@@ -80,6 +80,7 @@ class RouteRequest:
     project_header: str | None = None  # x-appliance-project
     api_key: str | None = None  # the bearer/x-api-key the client sent
     requested: str | None = None  # the name the client sent, for policy pins (None: `model`)
+    key_name: str = ""  # the named API key it came with ("" without one), for its own budget
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Router:
         guard: Any = None,
         pin_rules: Iterable[PinRule] = (),
         budget_ok: Callable[[], bool] = lambda: True,
+        key_budget_ok: Callable[[str], bool] = lambda _key: True,
     ):
         self.settings = settings
         self.local_for = local_for
@@ -123,6 +125,7 @@ class Router:
         self.guard = guard
         self.pin_rules = list(pin_rules)
         self.budget_ok = budget_ok
+        self.key_budget_ok = key_budget_ok
         self.sticky = StickySessions(settings.sticky_sessions)
         self.queue = QueueWait()  # local request durations, fed by the API as they finish
 
@@ -190,7 +193,7 @@ class Router:
         if remembered is None:
             return None
         route, reason = remembered
-        if route == "cloud" and self._why_not_cloud() is None:
+        if route == "cloud" and self._why_not_cloud(rr) is None:
             return self._cloud(f"sticky:{reason}")
         runtime = self._local_runtime(rr)
         if route == "local" and runtime is not None and fits_context(runtime, rr.chat):
@@ -223,7 +226,7 @@ class Router:
         self, rr: RouteRequest, why: str, veto: str | None, *, fallback_local: bool
     ) -> Decision:
         """Cloud for `why`, unless vetoed or impossible: then local (if allowed and it fits) or a refusal."""
-        blocked = veto or self._why_not_cloud()
+        blocked = veto or self._why_not_cloud(rr)
         if blocked is None:
             return self._cloud(why)
         reason = f"{why},{blocked}"
@@ -232,13 +235,15 @@ class Router:
         context = self._context_detail(rr) if why == "capacity:context" else None
         raise _refusal(reason, blocked, context=context)
 
-    def _why_not_cloud(self) -> str | None:
+    def _why_not_cloud(self, rr: RouteRequest) -> str | None:
         if self.settings.air_gapped:
             return "air-gapped"
         if not self.cloud.enabled or not self.cloud.models:
             return "no-provider"
         if not self.budget_ok():
             return "budget"
+        if rr.key_name and not self.key_budget_ok(rr.key_name):
+            return "key-budget"
         return None
 
     def _cloud(self, reason: str, model: str | None = None) -> Decision:
@@ -295,6 +300,9 @@ def _refusal(reason: str, blocked: str, *, context: str | None) -> Refusal:
         )
     if blocked == "budget":
         return Refusal(429, "budget_exceeded", reason, "Today's cloud budget is spent; this needs the cloud.")
+    if blocked == "key-budget":
+        return Refusal(429, "budget_exceeded", reason,
+                       "Today's cloud budget for this API key is spent; this needs the cloud.")
     if blocked == "no-provider":
         return Refusal(400, "no_cloud_provider", reason, "This needs the cloud; no provider is configured.")
     return Refusal(403, "cloud_not_allowed", reason, f"This needs the cloud, not allowed here ({blocked}).")

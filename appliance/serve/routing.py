@@ -7,6 +7,7 @@ model names, so a request for one is refused with a reason instead of a 404.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ from appliance.api.app import local_lookup
 from appliance.api.registry import ModelRegistry
 from appliance.api.routing import Routing
 from appliance.config import ConfigError, ServeConfig
+from appliance.keys import KeyError_, KeyStore
 from appliance.paths import data_dir
 from appliance.router.decide import CloudSide, Router
 from appliance.router.policy import PolicyError, load_rules
 from appliance.usage.log import UsageLog
 from runtimes.upstream.config import Price
+
+log = logging.getLogger("appliance.serve")
 
 
 def usage_db_path() -> Path:
@@ -69,6 +73,7 @@ def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
 
         client = CloudPool(cloud_cfg, transport_for=lambda p: transport_for_url(p.base_url))
     usage = UsageLog(usage_db_path(), cloud_prices(cfg))
+    keys = KeyStore()  # the file serve's access policy reads; re-read when it changes
     side = CloudSide(
         models=frozenset(n.lower() for n in names),
         default_model=names[0] if names else None,
@@ -83,8 +88,19 @@ def build_routing(cfg: ServeConfig, registry: ModelRegistry) -> Routing:
         guard=PrivacyGuard(settings.privacy_patterns),
         pin_rules=rules,
         budget_ok=lambda: usage.budget_ok(settings.daily_budget_usd),
+        key_budget_ok=lambda key: usage.key_budget_ok(key, key_budget(keys, key)),
     )
     return Routing(router=router, cloud=client, usage=usage)
+
+
+def key_budget(keys: KeyStore, name: str) -> float | None:
+    """A key's daily cloud budget; a keys file that cannot be read allows it no cloud spend
+    (fail closed) rather than an unlimited one."""
+    try:
+        return keys.daily_budget(name)
+    except KeyError_ as e:
+        log.warning("key budgets unreadable, no cloud for keyed requests: %s", e)
+        return 0.0
 
 
 def describe_routing(routing: Routing) -> str:

@@ -124,6 +124,7 @@ class UsageLog:
         self._lock = threading.Lock()
         self._spend_day = utc_day(time.time())
         self._spend = self._spent_on(self._spend_day)
+        self._key_spend = self._spent_by_key(self._spend_day)  # key name -> today's cloud cost
         self._queue: queue.Queue[UsageRecord | None] = queue.Queue()
         self._flushing = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="usage-log", daemon=True)
@@ -167,6 +168,8 @@ class UsageLog:
             with self._lock:
                 self._roll_day()
                 self._spend += cost
+                if key_name:
+                    self._key_spend[key_name] = self._key_spend.get(key_name, 0.0) + cost
         self._queue.put(rec)
         return rec
 
@@ -177,6 +180,14 @@ class UsageLog:
 
     def budget_ok(self, daily_budget_usd: float | None) -> bool:
         return daily_budget_usd is None or self.spent_today() < daily_budget_usd
+
+    def key_spent_today(self, key_name: str) -> float:
+        with self._lock:
+            self._roll_day()
+            return self._key_spend.get(key_name, 0.0)
+
+    def key_budget_ok(self, key_name: str, daily_budget_usd: float | None) -> bool:
+        return daily_budget_usd is None or self.key_spent_today(key_name) < daily_budget_usd
 
     def flush(self) -> None:
         """Wait until every queued row is written."""
@@ -196,6 +207,14 @@ class UsageLog:
         today = utc_day(time.time())
         if today != self._spend_day:
             self._spend_day, self._spend = today, 0.0
+            self._key_spend = {}
+
+    def _spent_by_key(self, day: str) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT key_name, SUM(cost_usd) FROM requests"
+            " WHERE day = ? AND route = 'cloud' AND key_name != '' GROUP BY key_name", (day,)
+        ).fetchall()
+        return {name: float(cost) for name, cost in rows}
 
     def _spent_on(self, day: str) -> float:
         row = self._db.execute(
