@@ -146,6 +146,15 @@ class Overloaded(RuntimeError_):
         super().__init__(message)
 
 
+class QueueTimeout(Overloaded):
+    """A request waited longer than the engine's queue timeout without getting a slot: a
+    clean 503 (with Retry-After) instead of a client that waits on forever."""
+
+    status = 503
+    code = "queue_timeout"
+    type = "server_error"
+
+
 class InvalidRequest(RuntimeError_):
     status = 400
     code = "invalid_request"

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from runtimes.base import Overloaded, RuntimeError_, Sampling
+from runtimes.base import Overloaded, QueueTimeout, RuntimeError_, Sampling
 from runtimes.llamacpp.cache_manager import RECOMPUTE_BELOW
 from runtimes.llamacpp.plan import CacheMove, StepPlan
 from runtimes.llamacpp.policy import Policy
@@ -152,6 +152,22 @@ def test_a_full_queue_is_overloaded_with_retry_after_from_recent_requests(new):
     with pytest.raises(Overloaded) as e:
         p.enqueue(new(range(80, 90)))
     assert e.value.retry_after_s == 14.0  # (0.8 x 5 + 0.2 x 15) x 2 / 1
+
+
+def test_a_request_waiting_past_the_queue_timeout_gets_a_clean_503(new):
+    p = policy(n_slots=1, queue_timeout_s=60)
+    running, old, young = new(range(10)), new(range(100, 110)), new(range(200, 210))
+    for r in (running, old, young):
+        p.enqueue(r)
+    step(p)
+    old.t_submit -= 61  # waited past the timeout behind a long generation
+    young.t_submit -= 30
+    plan = step(p)
+    assert [r for r, _ in plan.refused] == [old] and old.state is DONE
+    err = plan.refused[0][1]
+    assert isinstance(err, QueueTimeout) and err.status == 503 and err.retry_after_s >= 1
+    assert "60 s" in str(err)
+    assert list(p.waiting) == [young] and plan.decode == [running]  # the rest goes on
 
 
 def test_cancelling_leaves_the_queue_at_once_and_a_slot_at_the_next_step(new):

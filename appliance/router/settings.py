@@ -52,6 +52,9 @@ class RouterSettings(BaseModel):
     # (None: 4 per slot of the local model). capacity.py.
     queue_wait_bound_s: float = 30.0
     max_queue: int | None = Field(default=None, ge=0)
+    # A request admitted to the queue that has still no slot after this long gets a 503
+    # queue_timeout with Retry-After (the estimate above can be wrong: a long generation ahead).
+    queue_timeout_s: float | None = Field(default=600.0, gt=0)
     # Tier score at or above which a request counts as reasoning-tier (None: the classifier's own).
     tier_threshold: float | None = None
     # Extra privacy patterns {name: regex} on top of the built-in secret detectors.

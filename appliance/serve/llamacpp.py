@@ -37,6 +37,7 @@ def load_llamacpp(
         spec=cfg.spec,
         # The router's count bound, also kept by the engine itself (exact under simultaneous arrivals).
         max_queue=QUEUE_PER_SLOT * spec.slots if cfg.router.max_queue is None else cfg.router.max_queue,
+        queue_timeout_s=cfg.router.queue_timeout_s,
     )
     runtime = LlamaCppRuntime.load(spec.model, engine_cfg)
     if spec.n_cpu_moe:

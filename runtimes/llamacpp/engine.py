@@ -41,6 +41,7 @@ class EngineConfig:
     # the planner's split of a MoE model between VRAM and RAM. 0 for dense models.
     n_cpu_moe: int = 0
     max_queue: int = 64
+    queue_timeout_s: float | None = None  # a request still waiting for a slot after this gets QueueTimeout
     prefix_store_dir: Path | None = None
     prefix_store_ram_bytes: int = 1 << 30
     # Optional extras (defaults keep the behaviour above).
@@ -129,6 +130,7 @@ class Engine:
             store,
             park_min_prefill=cfg.park_min_prefill,
             drafting=self._drafting(cfg),
+            queue_timeout_s=cfg.queue_timeout_s,
         )
         self._closed = False
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runtimes.base import Overloaded, RuntimeError_
+from runtimes.base import Overloaded, QueueTimeout, RuntimeError_
 from runtimes.llamacpp.cache_manager import CacheManager, KvContext
 from runtimes.llamacpp.drafting import DraftConfig, Drafter
 from runtimes.llamacpp.plan import Admission, Chunk, StepPlan
@@ -78,8 +78,10 @@ class Policy:
         n_swa: int = 0,
         prepare: Callable[[Request], None] | None = None,
         drafting: DraftConfig | None = None,
+        queue_timeout_s: float | None = None,
     ):
         self.kv = kv
+        self.queue_timeout_s = queue_timeout_s  # None: a waiting request waits as long as it takes
         self.slots = SlotTable(kv, n_slots, n_swa=n_swa)
         self.cache = CacheManager(kv, self.slots, store, park_min_prefill)
         self.max_queue = max_queue
@@ -137,6 +139,7 @@ class Policy:
         for req in [r for r in self.active if r.cancelled]:
             self.retire(req, "cancelled")
             plan.cancelled.append(req)
+        self._expire_waiting(plan)
         self._admit(plan)
         if self.active:
             plan.t_step = time.perf_counter()
@@ -160,6 +163,22 @@ class Policy:
                 req.state = PREFILL
                 self.slots.acquire(pick.slot)
             self._start(req, pick, plan)
+
+    def _expire_waiting(self, plan: StepPlan) -> None:
+        """Refuse the waiting requests that have waited past the queue timeout (oldest first)."""
+        limit = self.queue_timeout_s
+        if limit is None:
+            return
+        now = time.monotonic()
+        with self.cv:
+            while self.waiting and now - self.waiting[0].t_submit > limit:
+                req = self.waiting.popleft()
+                req.state = DONE
+                waited = now - req.t_submit
+                plan.refused.append((req, QueueTimeout(
+                    self.retry_after(), f"waited {waited:.0f} s in the queue without a free slot "
+                    f"(the queue timeout is {limit:g} s); try again later"
+                )))
 
     def _fits(self, req: Request, pick: SlotPick) -> bool:
         """Whether the prompt's new cells fit beside the cells running prefills still need,

@@ -45,6 +45,7 @@ class Scheduler:
         *,
         park_min_prefill: int = 512,
         drafting: DraftConfig | None = None,
+        queue_timeout_s: float | None = None,
     ):
         self.model = model
         self.ctx = ctx
@@ -59,6 +60,7 @@ class Scheduler:
             n_swa=0 if model.n_swa <= 0 else model.n_swa,
             prepare=self._prepare,
             drafting=drafting,
+            queue_timeout_s=queue_timeout_s,
         )
         self.slots = self.policy.slots
         self.counters = self.policy.counters
