@@ -92,3 +92,15 @@ def test_serve_carries_the_plans_layer_split_of_a_pinned_dense_model(tmp_path, m
     assert main.artifact.quant == best.quant and best.offloadable_layers == 41
     assert 0 < main.n_gpu_layers == best.n_gpu_layers < 41
     assert main.n_cpu_moe == 0
+
+
+def test_ctx_and_slots_from_flags_are_what_the_reason_says() -> None:
+    """The banner printed the plan's own "32k context shared by 2 slots" while serve loaded
+    the --ctx 8192 --slots 4 it was given (seen in the load benchmark's log)."""
+    hw = load_profile("h100-80gb")
+    cfg = ServeConfig(model="smollm2-135m-instruct", small_model="none", ctx=8192, slots=4)
+    (spec,) = decide(cfg, hw)
+    assert (spec.n_ctx, spec.slots) == (8192, 4)
+    assert spec.reason.endswith("8192 context shared by 4 slots.")
+    (planned,) = decide(ServeConfig(model="smollm2-135m-instruct", small_model="none"), hw)
+    assert "Set by --ctx" not in planned.reason

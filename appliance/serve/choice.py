@@ -246,14 +246,19 @@ def _choose(
     artifact = model.artifact(quant)
     if artifact is None:
         raise ServeError(f"{model.name} has no {quant} artifact")
+    n_ctx = (cfg and cfg.ctx) or chosen.n_ctx
+    slots = (cfg and cfg.slots) or chosen.slots
+    reason = chosen.reason if not forced or forced == chosen.runtime else f"--runtime {forced}"
+    if (n_ctx, slots) != (chosen.n_ctx, chosen.slots):  # the plan's text names its own sizes
+        reason += f" Set by --ctx/--slots or config: {n_ctx} context shared by {slots} slots."
     return LoadSpec(
         role=role,
         model=model,
         artifact=artifact,
-        n_ctx=(cfg and cfg.ctx) or chosen.n_ctx,
-        slots=(cfg and cfg.slots) or chosen.slots,
+        n_ctx=n_ctx,
+        slots=slots,
         kv_type=(cfg and cfg.kv_type) or chosen.kv_type,
-        reason=chosen.reason if not forced or forced == chosen.runtime else f"--runtime {forced}",
+        reason=reason,
         runtime=forced or chosen.runtime,
         tensor_parallel=chosen.tensor_parallel,
         gpu_bytes=chosen.memory.gpu_bytes,
