@@ -336,6 +336,16 @@ def test_n_answers_are_n_requests_with_their_own_seeds(client: OpenAI, runtime: 
         client.chat.completions.create(model=MODEL, messages=USER, n=2)
 
 
+def test_n_greedy_answers_are_one_request(client: OpenAI, runtime: ScriptedRuntime) -> None:
+    runtime.records.clear()
+    resp = client.chat.completions.create(model=MODEL, messages=USER, n=3, temperature=0)
+    assert [(c.index, c.message.content, c.finish_reason) for c in resp.choices] == [
+        (i, "Hello there!", "stop") for i in range(3)
+    ]
+    assert len(runtime.records) == 1  # greedy: one answer, sent as each choice
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (12, 6)
+
+
 def test_unknown_model(server: LiveServer, client: OpenAI) -> None:
     # A name nobody knows is served by the main model, as llama-server does, and says so.
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)

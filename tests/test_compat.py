@@ -214,26 +214,38 @@ def test_logprobs_without_alternatives_and_errors(client, server) -> None:
 
 
 # -- n > 1 -------------------------------------------------------------------------------------
-def test_n_choices_share_the_prompt(client, runtime) -> None:
-    # A prompt with a clear greedy answer: choice 0 computes the prompt's last token in a long
-    # prefill batch, the others in a short one, and llama.cpp's CPU kernels round those a little
-    # differently (~0.05 in logprob here), which can flip a near tie.
+def test_n_greedy_choices_are_one_answer(client) -> None:
+    # At temperature 0 the n answers are the same answer by definition: computed once, sent n times.
+    tag = uuid.uuid4().hex
+    messages = [{"role": "user", "content": f"Request {tag}. Count from 1 to 20, separated by commas."}]
+    resp = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=6, temperature=0, n=3, logprobs=True
+    )
+    assert [c.index for c in resp.choices] == [0, 1, 2]
+    assert len({c.message.content for c in resp.choices}) == 1 and resp.choices[0].message.content
+    assert len({tuple(t.token for t in c.logprobs.content) for c in resp.choices}) == 1
+    one = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
+    assert resp.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counted once
+    assert resp.usage.completion_tokens == 3 * len(resp.choices[0].logprobs.content)
+
+
+def test_n_sampled_choices_share_the_prompt(client, runtime) -> None:
     tag = uuid.uuid4().hex
     messages = [
-        {"role": "user", "content": f"Request {tag}. " + "Count from 1 to 20, separated by commas. " * 20}
+        {"role": "user", "content": f"Request {tag}. " + "Write a short poem about the sea. " * 20}
     ]
     before = runtime.stats().prompt_tokens_cached
-    resp = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0, n=3)
+    resp = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, temperature=1.0, seed=3, n=3, logprobs=True
+    )
     cached = runtime.stats().prompt_tokens_cached - before
     assert [c.index for c in resp.choices] == [0, 1, 2]
-    assert len({c.message.content for c in resp.choices}) == 1  # greedy: the same answer thrice
     # Choices 1 and 2 start once choice 0's prompt is in the KV cache and copy it (a fresh
     # prompt: without that sharing each would reuse only the chat template's opening tokens).
     assert cached >= 2 * (resp.usage.prompt_tokens - 1)
-    one = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
-    assert resp.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counted once
-    assert resp.usage.completion_tokens == 3 * one.usage.completion_tokens
-    assert resp.choices[0].message.content == one.choices[0].message.content
+    assert resp.usage.completion_tokens == sum(len(c.logprobs.content) for c in resp.choices)
+    # Their own seeds (3, 4, 5): sampled at temperature 1, eight tokens each, they differ.
+    assert len({c.message.content for c in resp.choices}) > 1
 
 
 def test_n_choices_streamed(client) -> None:

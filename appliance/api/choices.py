@@ -5,6 +5,11 @@ The first is started alone and awaited to its first event: by then its prompt is
 cache, so the engine places the others on that prefix (a KV copy between sequences, no
 second prefill). They then run side by side in the engine's continuous batch.
 
+At temperature 0 the answers are one answer by definition, so it is computed once and sent
+as every choice. Computing it n times would not even be exact: a prompt's last token
+evaluated in a long prefill batch and the same token evaluated alone after a KV copy round
+differently in llama.cpp's CPU kernels, which can flip a near tie.
+
 The merged stream ends each answer with an event carrying its finish reason but no usage
 (`ends_choice`), and closes with one event carrying the summed usage: completion tokens
 added up, the prompt counted once, as OpenAI reports it.
@@ -33,6 +38,10 @@ async def fan_out(
     start: Callable[[ChatRequest], AsyncIterator[Event]], req: ChatRequest
 ) -> AsyncIterator[Event]:
     """The events of `req.n` answers, merged as they come; an error in any ends them all."""
+    if req.sampling.temperature <= 0:
+        async for ev in _replicate(start(seeded(req, 0)), req.n):
+            yield ev
+        return
     streams = [start(seeded(req, 0))]
     queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
     tasks: list[asyncio.Task[None]] = []
@@ -65,6 +74,22 @@ async def fan_out(
         for s in streams:
             with contextlib.suppress(Exception):
                 await s.aclose()  # type: ignore[attr-defined]
+
+
+async def _replicate(stream: AsyncIterator[Event], n: int) -> AsyncIterator[Event]:
+    """One greedy answer's events, sent as each of `n` choices; usage as if computed n times."""
+    try:
+        async for ev in stream:
+            if ev.finish_reason is not None and ev.usage is not None:
+                for i in range(n):
+                    yield dataclasses.replace(ev, choice=i, usage=None)
+                yield Event(finish_reason=ev.finish_reason, usage=_total({i: ev.usage for i in range(n)}))
+                return
+            for i in range(n):
+                yield dataclasses.replace(ev, choice=i)
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def _merge(queue: asyncio.Queue, n: int) -> AsyncIterator[Event]:
