@@ -9,6 +9,7 @@ shorter) vs the end, its open file descriptors at the start vs the end, and thro
 4-stream figure.
 
     .venv/bin/python scripts/bench_load.py [--minutes 5] [--clients 32] [--model NAME] [--json OUT]
+        [--serve-arg=--no-prefix-store]   # any extra `serve` flag, repeatable
 
 Targets: zero unexpected statuses, every slot free at the end, RSS growth < 5%, no fd growth,
 throughput within 10% of the 4-stream figure.
@@ -66,12 +67,14 @@ def model_store(name: str) -> Path:
     return fetch(model, model.artifacts[0], log=lambda *_: None).parents[1]
 
 
-def start_server(home: Path, model: str, slots: int, ctx: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    home: Path, model: str, slots: int, ctx: int, extra: list[str]
+) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "appliance.cli", "serve", "--model", model, "--small-model", "none",
-           "--no-pull", "--slots", str(slots), "--ctx", str(ctx), "--port", str(port)]
+           "--no-pull", "--slots", str(slots), "--ctx", str(ctx), "--port", str(port), *extra]
     log = open(home / "serve.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(cmd, env={**os.environ, "APPLIANCE_HOME": str(home)}, stdout=log, stderr=log,
                             cwd=REPO)
@@ -171,7 +174,7 @@ async def four_streams(base: str, seconds: float) -> float:
     return total / (time.monotonic() - started)
 
 
-async def load(base: str, pid: int, clients: int, seconds: float, ctx: int) -> dict:
+async def load(base: str, pid: int, clients: int, seconds: float, ctx: int, slots: int) -> dict:
     statuses: dict[str, collections.Counter] = {k: collections.Counter() for k in KINDS}
     unexpected: collections.Counter = collections.Counter()
     tokens = 0
@@ -195,26 +198,48 @@ async def load(base: str, pid: int, clients: int, seconds: float, ctx: int) -> d
                 if status == 429:
                     await asyncio.sleep(min(retry or 1, 5))
 
-    async def sample() -> None:
-        while time.monotonic() < end:
-            rss.append((time.monotonic() - started, rss_kib(pid)))
-            await asyncio.sleep(2)
+    occupancy: list[tuple[float, float]] = []  # (slots busy, queued), every 2 s
 
+    async def sample() -> None:
+        async with httpx.AsyncClient(timeout=10) as c:
+            while time.monotonic() < end:
+                rss.append((time.monotonic() - started, rss_kib(pid)))
+                occupancy.append(scrape((await c.get(base + "/metrics")).text)[:2])
+                await asyncio.sleep(2)
+
+    async with httpx.AsyncClient(timeout=10) as c:
+        counted_before = scrape((await c.get(base + "/metrics")).text)[2:]
     await asyncio.gather(sample(), *(client(s) for s in range(clients)))
     elapsed = time.monotonic() - started
+    async with httpx.AsyncClient(timeout=10) as c:
+        counted_after = scrape((await c.get(base + "/metrics")).text)[2:]
+    counted = [b - a for a, b in zip(counted_before, counted_after, strict=True)]
     mark = min(60.0, seconds / 5)
     at_mark = next((kib for t, kib in rss if t >= mark), rss[-1][1])
     return {
         "statuses": {k: dict(v) for k, v in statuses.items()}, "unexpected": dict(unexpected),
         "tokens_per_s": tokens / elapsed, "rss_mark_s": mark, "rss_at_mark_kib": at_mark,
         "rss_end_kib": rss_kib(pid),
+        # Where the time went: the slots' mean occupancy, how often a slot sat idle with nothing
+        # queued (clients asleep on a Retry-After), and the work the engine did (its own counters:
+        # prompt tokens computed, not from the cache, and completion tokens, hung-up streams too).
+        "slots_busy_mean": sum(b for b, _ in occupancy) / max(1, len(occupancy)),
+        "idle_with_empty_queue": sum(q == 0 and b < slots for b, q in occupancy) / max(1, len(occupancy)),
+        "engine_prompt_tokens_computed_per_s": (counted[0] - counted[2]) / elapsed,
+        "engine_completion_tokens_per_s": counted[1] / elapsed,
+        "rss_mib_by_minute": {f"{t / 60:.0f}": round(kib / 1024) for t, kib in rss if t % 60 < 2},
     }
 
 
+def scrape(text: str) -> tuple[float, ...]:
+    """(slots busy, queued, prompt tokens, completion tokens, cached prompt tokens) from /metrics."""
+    names = ("appliance_slots_busy", "appliance_queue_depth", "appliance_prompt_tokens_total",
+             "appliance_completion_tokens_total", "appliance_cached_prompt_tokens_total")
+    return tuple(sum(float(m) for m in re.findall(rf"^{n}\{{[^}}]*\}} (\S+)", text, re.M)) for n in names)
+
+
 def slots_now(base: str) -> tuple[int, int]:
-    text = httpx.get(base + "/metrics", timeout=10).text
-    busy = sum(float(m) for m in re.findall(r"^appliance_slots_busy\{[^}]*\} (\S+)", text, re.M))
-    queued = sum(float(m) for m in re.findall(r"^appliance_queue_depth\{[^}]*\} (\S+)", text, re.M))
+    busy, queued = scrape(httpx.get(base + "/metrics", timeout=10).text)[:2]
     return int(busy), int(queued)
 
 
@@ -227,15 +252,16 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--baseline-s", type=float, default=30.0, help="length of the 4-stream measurement")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--serve-arg", action="append", default=[], help="extra `serve` flag (repeatable)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         (home / "models").symlink_to(model_store(args.model))
-        proc, base = start_server(home, args.model, args.slots, args.ctx)
+        proc, base = start_server(home, args.model, args.slots, args.ctx, args.serve_arg)
         try:
             four = asyncio.run(four_streams(base, args.baseline_s))
             fd_start = fds(proc.pid)
-            result = asyncio.run(load(base, proc.pid, args.clients, args.minutes * 60, args.ctx))
+            result = asyncio.run(load(base, proc.pid, args.clients, args.minutes * 60, args.ctx, args.slots))
             deadline = time.monotonic() + 30
             while slots_now(base) != (0, 0) and time.monotonic() < deadline:
                 time.sleep(0.5)
