@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
 from runtimes.base import Sampling
 from runtimes.llamacpp.drafting import DraftConfig, Drafter, NgramIndex, spec_mode
 from runtimes.llamacpp.policy import Policy
 from runtimes.llamacpp.requests import ReqState, Request
+from runtimes.llamacpp.sampling import near_tie
 from tests.test_scheduler_policy import FakeKv
 
 
@@ -206,6 +208,37 @@ def test_a_decoding_copy_verifies_drafts_and_rejected_ones_leave_the_cache(new):
     assert ("rm", r.slot.seq, held + 2, -1) in p.kv.calls
     assert p.slots.ledger.used == len(r.slot.cells)
     assert (p.counters.spec_drafted, p.counters.spec_accepted) == (4, 1)
+
+
+def test_a_near_tie_takes_the_step_token_back_and_decodes_it_alone_next(new):
+    # The executor found row 0 (the step's own token) too close to call in a batch: it and the
+    # drafts leave the cache, and the next step decodes it alone, without drafts.
+    p = spec_policy()
+    r = new([*COPY, 1, *COPY[:3]])
+    p.enqueue(r)
+    run_until_generating(p, [r])
+    held = len(r.slot.tokens)
+    plan = p.schedule()
+    p.commit(plan)
+    k = (r.drafter.k, r.drafter.k_copy)
+    r.solo_next = True  # what scheduler._verify sets on a near tie
+    p.verified(r, len(plan.drafts[r]), -1)
+    assert len(r.slot.tokens) == held and r.last_token == COPY[3]
+    assert (r.drafter.k, r.drafter.k_copy) == k  # a tie says nothing about the drafts
+    assert p.counters.spec_tie_steps == 1
+    plan = p.schedule()
+    assert plan.decode == [r] and r not in plan.drafts  # decoded alone
+    p.commit(plan)
+    assert len(r.slot.tokens) == held + 1
+    r.generated.append(COPY[4])
+    r.last_token = COPY[4]
+    assert p.schedule().drafts.get(r)  # and drafting resumes
+
+
+def test_near_tie_finds_logits_within_the_margin():
+    row = np.array([0.0, 5.0, 4.6, -3.0], dtype=np.float32)
+    assert near_tie(row, 0.5) and not near_tie(row, 0.3)
+    assert not near_tie(np.array([1.0, 9.0, 2.0], dtype=np.float32), 0.5)
 
 
 def test_drafts_stay_within_max_tokens_and_the_step_budget(new):

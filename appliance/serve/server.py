@@ -24,6 +24,7 @@ from appliance.profiles import machine
 from appliance.serve.access import AccessError, request_limits, server_access, tls_options
 from appliance.serve.choice import LoadSpec, ServeError, decide, decide_one, pinned_repo
 from appliance.serve.facts import machine_facts, model_facts
+from appliance.serve.malloc import limit_arenas
 from appliance.serve.obtain import obtain, pull_pinned
 from appliance.serve.residency import Residency, room_left
 from appliance.serve.routing import build_routing, describe_routing
@@ -68,6 +69,7 @@ def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
     exit_cleanly_on_sigterm()  # a supervisor's stop ends in status 0 after the drain
+    limit_arenas()  # before any thread starts: RSS that stays flat under load
     try:  # before anything slow: an unsafe bind or a bad setting stops here (exit 2)
         access, limits, tls = server_access(cfg), request_limits(cfg), tls_options(cfg)
     except AccessError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtimes.base import RuntimeStats, Sampling
@@ -54,6 +54,7 @@ class EngineConfig:
     # Speculative decoding: "off" or "ngram" (drafts from the sequence's own prompt and output,
     # drafting.py); None: $APPLIANCE_SPEC, else "ngram".
     spec: str | None = None
+    draft: DraftConfig = field(default_factory=DraftConfig)  # its knobs, when on
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Engine:
         if not self.model.kv_rollback or (self.model.n_swa > 0 and not cfg.swa_full):
             log.info("speculative decoding off: this model's cache cannot take back rejected drafts")
             return None
-        return DraftConfig()
+        return cfg.draft
 
     # -- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:

@@ -51,6 +51,7 @@ class Counters:
     step_seconds: float = 0.0  # whole steps: decode plus our Python work around it
     spec_drafted: int = 0  # draft tokens verified (speculative decoding)
     spec_accepted: int = 0  # of which the sampler agreed with
+    spec_tie_steps: int = 0  # verify steps cut short by a near tie (scheduler.TIE_MARGIN)
 
 
 # Running requests always hold a slot (set at admission).
@@ -264,6 +265,9 @@ class Policy:
             return 0
         wanted = []
         for r in gens:
+            if r.solo_next:
+                r.solo_next = False
+                continue
             if r.drafter is not None:
                 # Up to max_tokens: a verified step emits at most its drafts plus one.
                 k = min(r.drafter.wants(shared), r.max_new - len(r.generated) - 1)
@@ -304,14 +308,16 @@ class Policy:
 
     def verified(self, r: Request, drafted: int, accepted: int) -> None:
         """The sampler agreed with the first `accepted` of `r`'s `drafted` draft tokens: drop
-        the rest from its KV sequence (kept consistent with `slot.tokens`), adapt its drafter."""
+        the rest from its KV sequence (kept consistent with `slot.tokens`), adapt its drafter.
+        accepted -1: the step's own token goes too (decoded again alone, scheduler._verify)."""
         assert r.slot is not None
         if accepted < drafted:
             self.slots.truncate(r.slot, len(r.slot.tokens) - (drafted - accepted))
-        if r.drafter is not None:
+        if r.drafter is not None and not r.solo_next:  # a near tie says nothing of the drafts
             r.drafter.observe(drafted, accepted)
         self.counters.spec_drafted += drafted
-        self.counters.spec_accepted += accepted
+        self.counters.spec_accepted += max(0, accepted)
+        self.counters.spec_tie_steps += r.solo_next
 
     # -- endings ----------------------------------------------------------------------------
     def retire(self, r: Request, reason: str) -> None:

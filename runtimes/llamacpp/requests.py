@@ -52,6 +52,7 @@ class Request:
     chain: SamplerChain | None = None
     text: TextAssembler | None = None
     drafter: Drafter | None = None  # speculative decoding's n-gram drafts (None: off)
+    solo_next: bool = False  # decode the next step without drafts (a near tie to decide exactly)
     generated: list[int] = field(default_factory=list)
     last_token: int = -1
     cached: int = 0

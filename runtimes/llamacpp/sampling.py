@@ -138,10 +138,23 @@ class SamplerChain:
             self.free()
             raise
 
+    @property
+    def plain_greedy(self) -> bool:
+        """The argmax of the raw row: no bias, penalties or grammar between the logits and
+        the choice, so a near tie on the row is a near tie of the choice."""
+        return self._greedy and self.grammar is None and not len(self._bias_ids) and not self._penalize
+
+    def near_tie(self, ctx_ptr: Any, idx: int, margin: float) -> bool:
+        """Whether another token's logit in row `idx` is within `margin` of the best one."""
+        return near_tie(self._row(ctx_ptr, idx), margin)
+
+    def _row(self, ctx_ptr: Any, idx: int) -> np.ndarray:
+        return np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
+
     def sample(self, ctx_ptr: Any, idx: int) -> int:
         """Sample (and accept) the next token from batch row `idx`; with logprobs asked for,
         `self.logprobs` then holds the token's (see logprobs.py: over the raw row)."""
-        row = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
+        row = self._row(ctx_ptr, idx)
         raw = row.copy() if self._n_logprobs is not None else None  # bias and penalties edit `row`
         tok = self._sample_row(row, ctx_ptr, idx)
         if raw is not None:
@@ -270,3 +283,8 @@ class TextAssembler:
                     best = k
                     break
         return best
+
+
+def near_tie(row: np.ndarray, margin: float) -> bool:
+    """Whether two or more logits lie within `margin` of the row's maximum."""
+    return int(np.count_nonzero(row >= row.max() - margin)) > 1

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("appliance.llamacpp")
 
+# One row's logits computed in an n-token batch and in a 1-token decode differ by up to ~0.5 on
+# this CPU (Qwen 0.5B: llamafile sgemm, repacked GEMM, flash-attn split-KV); a greedy choice
+# closer than this is left to a 1-token decode (`_verify`).
+TIE_MARGIN = 0.5
+
 
 class Scheduler:
     """Owns the thread, the batch and the samplers; `submit` and `cancel` are thread-safe."""
@@ -172,14 +177,23 @@ class Scheduler:
         first differing sample is still the right next token. With a draft that is a single
         token (not a distribution), this is the standard speculative-sampling rule. Each
         token goes out through `_on_token`, so stops, limits and logprobs behave as without
-        drafts. Returns how many drafts were accepted."""
-        for i, draft in enumerate(drafts):
+        drafts. Returns how many drafts were accepted; -1 when row `idx` itself is not trusted.
+
+        Greedy answers must equal those without drafts, but a batch of n rows runs other CPU
+        kernels than a 1-token decode, and their logits differ by up to ~0.5. A row whose best
+        two logits are that close is therefore not decided here: the token it belongs to is
+        taken back out of the KV cache and decoded alone in the next step (`solo_next`), as it
+        would be without drafting."""
+        guard = r.chain.plain_greedy
+        for i in range(len(drafts) + 1):
+            if guard and r.chain.near_tie(ctx_ptr, idx + i, TIE_MARGIN):
+                r.solo_next = True
+                return i - 1  # the batch token of row i (last_token or a draft) is decoded again
             tok = r.chain.sample(ctx_ptr, idx + i)
             self._on_token(r, tok)
-            if tok != draft or r.state is ReqState.DONE:
+            if i == len(drafts) or tok != drafts[i] or r.state is ReqState.DONE:
                 return i
-        self._on_token(r, r.chain.sample(ctx_ptr, idx + len(drafts)))
-        return len(drafts)
+        raise AssertionError("unreachable")
 
     def _fill_batch(self, plan: StepPlan) -> list[tuple[Request, int, list[int]]]:
         """Put the plan into the llama_batch; returns (request, first batch row to sample,
