@@ -113,6 +113,13 @@ def ab(model: str, threads: int, cases: list[str] | None, variants: list[str]) -
             decode[i] += r["total_s"] - r["ttft_s"]
             answers[i] = r["answer"]
         agree += len({tuple(a) for a in answers.values()}) == 1
+        ref = variants.index("off") if "off" in variants else 0  # without drafts, if measured
+        for i, a in answers.items():
+            if a != answers[ref]:
+                at = next((j for j, (x, y) in enumerate(zip(a, answers[ref], strict=False)) if x != y),
+                          min(len(a), len(answers[ref])))
+                print(f"  {case.name}: {variants[i] or 'default'} differs from {variants[ref] or 'default'}"
+                      f" at token {at}")
         sums = ", ".join(f"{v or 'default'} {d:.1f}" for v, d in zip(variants, decode, strict=True))
         print(f"{case.name}: {sums}")
     base = decode[0]
@@ -190,8 +197,10 @@ def main() -> int:
         p.add_argument("--set", action="append", default=[], help="DraftConfig field=value (repeatable)")
     rep.add_argument("--misses", action="store_true", help="print each draft's miss in context")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows in a log file as it comes
     if args.cmd == "ab":
-        ab(args.model, args.threads, args.cases.split(",") if args.cases else None, args.variant)
+        cases = args.cases.split(",") if args.cases else None
+        ab(args.model, args.threads, cases, args.variant)
         return 0
     cfg = _config(args.set)
     if args.cmd == "record":

@@ -6,7 +6,8 @@ streams cancelled mid-way, over-long prompts and bad bodies. Reports statuses by
 vs unexpected: a 429 with Retry-After from the bounded queue is expected, any 5xx or cut stream
 is not), slots busy and queued at the end, the server's RSS at minute 1 (a fifth of the run when
 shorter) vs the end, its open file descriptors at the start vs the end, and throughput vs the
-4-stream figure.
+4-stream figure. Then, to tell the mix's own cost from the abuse's, the same mix (valid kinds
+only) from as many clients as slots, which never overload it: the "clean mix" figure.
 
     .venv/bin/python scripts/bench_load.py [--minutes 5] [--clients 32] [--model NAME] [--json OUT]
         [--serve-arg=--no-prefix-store]   # any extra `serve` flag, repeatable
@@ -174,14 +175,22 @@ async def four_streams(base: str, seconds: float) -> float:
     return total / (time.monotonic() - started)
 
 
-async def load(base: str, pid: int, clients: int, seconds: float, ctx: int, slots: int) -> dict:
-    statuses: dict[str, collections.Counter] = {k: collections.Counter() for k in KINDS}
+# The same mix from clients that never overload the server and send nothing invalid: what the
+# engine does on the mix itself, to tell its cost apart from the abuse's.
+CLEAN = ("stream", "whole", "tools", "json_schema", "cancel")
+
+
+async def load(
+    base: str, pid: int, clients: int, seconds: float, ctx: int, slots: int,
+    kinds: tuple[str, ...] = tuple(KINDS),
+) -> dict:
+    statuses: dict[str, collections.Counter] = {k: collections.Counter() for k in kinds}
     unexpected: collections.Counter = collections.Counter()
     tokens = 0
     rss: list[tuple[float, int]] = []
     started = time.monotonic()
     end = started + seconds
-    names, weights = list(KINDS), [w for w, _ in KINDS.values()]
+    names, weights = list(kinds), [KINDS[k][0] for k in kinds]
     counter = iter(range(10**9))
 
     async def client(seed: int) -> None:
@@ -251,6 +260,8 @@ def main() -> int:
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--baseline-s", type=float, default=30.0, help="length of the 4-stream measurement")
+    ap.add_argument("--mix-baseline-s", type=float, default=90.0,
+                    help="length of the clean-mix measurement (SLOTS clients, valid requests only)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--serve-arg", action="append", default=[], help="extra `serve` flag (repeatable)")
     args = ap.parse_args()
@@ -266,7 +277,13 @@ def main() -> int:
             while slots_now(base) != (0, 0) and time.monotonic() < deadline:
                 time.sleep(0.5)
             busy, queued = slots_now(base)
-            result.update(four_stream_tokens_per_s=four, fd_start=fd_start, fd_end=fds(proc.pid),
+            # After the load (so the load's RSS figures are as before): the clean mix.
+            clean = asyncio.run(
+                load(base, proc.pid, args.slots, args.mix_baseline_s, args.ctx, args.slots, CLEAN)
+            )
+            result.update(four_stream_tokens_per_s=four, clean_mix_tokens_per_s=clean["tokens_per_s"],
+                          clean_mix_slots_busy_mean=clean["slots_busy_mean"],
+                          fd_start=fd_start, fd_end=fds(proc.pid),
                           slots_busy_end=busy, queue_end=queued, clients=args.clients,
                           minutes=args.minutes, model=args.model, slots=args.slots)
         finally:
@@ -285,7 +302,9 @@ def main() -> int:
     print(f"RSS {result['rss_at_mark_kib'] / 1024:.0f} MiB at {result['rss_mark_s']:.0f} s -> "
           f"{result['rss_end_kib'] / 1024:.0f} MiB at the end ({growth:+.1%}); fds {result['fd_start']} -> "
           f"{result['fd_end']}; {result['tokens_per_s']:.1f} tok/s vs 4 streams "
-          f"{result['four_stream_tokens_per_s']:.1f} ({ratio:.2f}x)")
+          f"{result['four_stream_tokens_per_s']:.1f} ({ratio:.2f}x); the same mix from {args.slots} clean "
+          f"clients: {result['clean_mix_tokens_per_s']:.1f} tok/s (load / clean mix "
+          f"{result['tokens_per_s'] / result['clean_mix_tokens_per_s']:.2f}x)")
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
     if args.json:

@@ -69,6 +69,10 @@ class DraftConfig:
     ema_alpha: float = 0.3
     pause_steps: int = 16  # first pause; doubles after each failed retry, up to max_pause_steps
     max_pause_steps: int = 512
+    # One row's logits computed in an n-token batch and in a 1-token decode differ by up to ~0.5
+    # on this CPU (Qwen 0.5B: llamafile sgemm, repacked GEMM, flash-attn split-KV); a greedy
+    # choice closer than this is left to a 1-token decode (scheduler._verify). 0: no guard.
+    tie_margin: float = 0.5
 
 
 class NgramIndex:

@@ -101,8 +101,14 @@ class Engine:
         except BaseException:
             self.model.close()
             raise
+        drafting = self._drafting(cfg)
+        # The most logit rows one step can ask for: a lone sequence's longest draft plus the
+        # other slots' rows. llama.cpp grows its logits buffer to the largest step so far (~78 MB
+        # for 129 rows of a 152k vocabulary), which under load showed as RSS climbing minutes
+        # after start; the warm-up takes it up front instead.
+        outputs = min(drafting.k_copy_max + cfg.n_slots, cfg.n_batch, self.ctx.n_ctx) if drafting else 1
         try:
-            self.ctx.warmup()
+            self.ctx.warmup(outputs)
         except BaseException:
             self.ctx.close()
             self.model.close()
@@ -130,7 +136,7 @@ class Engine:
             cfg.max_queue,
             store,
             park_min_prefill=cfg.park_min_prefill,
-            drafting=self._drafting(cfg),
+            drafting=drafting,
             queue_timeout_s=cfg.queue_timeout_s,
         )
         self._closed = False

@@ -373,9 +373,10 @@ class Context:
         self.n_seq: int = p.n_seq
         self.n_threads = threads
 
-    def warmup(self) -> None:
+    def warmup(self, outputs: int = 1) -> None:
         """Decode one token and forget it: pages the weights in and builds the compute
-        graph now, so the first request does not pay for it."""
+        graph now, so the first request does not pay for it. With `outputs` > 1, then a step
+        of that many logit rows, so llama.cpp's logits buffer is at its largest from the start."""
         tok = self.model.bos_id if self.model.bos_id >= 0 else 0
         lc.llama_set_warmup(self.ptr, True)
         try:
@@ -386,6 +387,14 @@ class Context:
             lc.llama_set_warmup(self.ptr, False)
             self.seq_rm(0)
             lc.llama_synchronize(self.ptr)
+        if outputs > 1:
+            try:
+                b = Batch(outputs, 1)
+                b.add([tok] * outputs, 0, 0, True, all_logits=True)
+                b.decode(self)
+            finally:
+                self.seq_rm(0)
+                lc.llama_synchronize(self.ptr)
 
     # -- memory (KV) ------------------------------------------------------------------------
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:

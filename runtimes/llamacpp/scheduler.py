@@ -31,11 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("appliance.llamacpp")
 
-# One row's logits computed in an n-token batch and in a 1-token decode differ by up to ~0.5 on
-# this CPU (Qwen 0.5B: llamafile sgemm, repacked GEMM, flash-attn split-KV); a greedy choice
-# closer than this is left to a 1-token decode (`_verify`).
-TIE_MARGIN = 0.5
-
 
 class Scheduler:
     """Owns the thread, the batch and the samplers; `submit` and `cancel` are thread-safe."""
@@ -184,9 +179,10 @@ class Scheduler:
         two logits are that close is therefore not decided here: the token it belongs to is
         taken back out of the KV cache and decoded alone in the next step (`solo_next`), as it
         would be without drafting."""
-        guard = r.chain.plain_greedy
+        margin = self.policy.drafting.tie_margin if self.policy.drafting else 0.0
+        guard = r.chain.plain_greedy and margin > 0
         for i in range(len(drafts) + 1):
-            if guard and r.chain.near_tie(ctx_ptr, idx + i, TIE_MARGIN):
+            if guard and r.chain.near_tie(ctx_ptr, idx + i, margin):
                 r.solo_next = True
                 return i - 1  # the batch token of row i (last_token or a draft) is decoded again
             tok = r.chain.sample(ctx_ptr, idx + i)
