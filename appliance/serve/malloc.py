@@ -1,11 +1,12 @@
 """Fewer glibc malloc arenas for the server process.
 
 glibc gives each thread that allocates under contention its own arena, up to 8 per core, and
-memory freed into an arena mostly stays resident. A server's thread pools (the event loop's
-workers, the engine's scheduler, the prefix store's writer) touch a new arena now and then
-under load, so RSS climbs for minutes and never comes back (issue 15's load run: +6.8%
-between minute 1 and minute 5). Two arenas are plenty for a process whose hot paths run
-under the GIL or inside ggml's own buffers. `MALLOC_ARENA_MAX` set by the operator wins.
+memory freed into an arena mostly stays resident. A server's threads (the event loop's workers,
+the engine's scheduler, the prefix store's writer) can each keep one. Two arenas are plenty for
+a process whose hot paths run under the GIL or inside ggml's own buffers. A precaution, not
+the fix for issue 15's RSS growth under load (that was llama.cpp's logits buffer; see
+`Context.warmup`): the load runs that passed measured it in place. `MALLOC_ARENA_MAX` set by
+the operator wins.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
     exit_cleanly_on_sigterm()  # a supervisor's stop ends in status 0 after the drain
-    limit_arenas()  # before any thread starts: RSS that stays flat under load
+    limit_arenas()  # before any thread starts (serve/malloc.py)
     try:  # before anything slow: an unsafe bind or a bad setting stops here (exit 2)
         access, limits, tls = server_access(cfg), request_limits(cfg), tls_options(cfg)
     except AccessError as e:
