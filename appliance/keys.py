@@ -103,7 +103,7 @@ class KeyStore:
             raise KeyError_(f"a key named {name!r} exists; revoke it first")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         created = datetime.now(UTC).replace(microsecond=0).isoformat()
-        _check_budget(daily_budget_usd)
+        check_budget(daily_budget_usd)
         rec = KeyRecord(name, secrets.token_hex(4), hash_key(key), created, daily_budget_usd)
         self._write([*records, rec])
         return key
@@ -111,7 +111,7 @@ class KeyStore:
     def set_budget(self, name: str, daily_budget_usd: float | None) -> None:
         """Change (or with None remove) a key's daily cloud budget; a running server sees it
         at its next request."""
-        _check_budget(daily_budget_usd)
+        check_budget(daily_budget_usd)
         records = self.records()
         if not any(r.name == name for r in records):
             raise KeyError_(f"no key named {name!r}")
@@ -140,6 +140,7 @@ class KeyStore:
             raise
 
 
-def _check_budget(usd: float | None) -> None:
+def check_budget(usd: float | None) -> None:
+    """Raises KeyError_ unless `usd` is None or a finite amount of 0 or more."""
     if usd is not None and not (usd >= 0 and usd < float("inf")):
         raise KeyError_("a daily budget is a number of US dollars, 0 or more")

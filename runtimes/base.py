@@ -40,6 +40,11 @@ class Sampling:
     # Log-probabilities of each answer token, with this many alternatives (0-20); None: off.
     logprobs: int | None = None
 
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0: the most likely token each step, so one answer per prompt."""
+        return self.temperature <= 0.0
+
 
 @dataclass
 class ChatRequest:

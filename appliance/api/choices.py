@@ -38,7 +38,7 @@ async def fan_out(
     start: Callable[[ChatRequest], AsyncIterator[Event]], req: ChatRequest
 ) -> AsyncIterator[Event]:
     """The events of `req.n` answers, merged as they come; an error in any ends them all."""
-    if req.sampling.temperature <= 0:
+    if req.sampling.greedy:
         async for ev in _replicate(start(seeded(req, 0)), req.n):
             yield ev
         return

@@ -31,14 +31,18 @@ def add_parser(sub: Any) -> None:
 
 
 def _usd(text: str) -> float | None:
+    from appliance.keys import KeyError_, check_budget
+
     if text.strip().lower() == "none":
         return None
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("a budget is 0 or more")
+    try:
+        check_budget(value)
+    except KeyError_ as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
 
 

@@ -74,6 +74,11 @@ class DraftConfig:
     # choice closer than this is left to a 1-token decode (scheduler._verify). 0: no guard.
     tie_margin: float = 0.5
 
+    def step_budget(self, shared: bool) -> int:
+        """Verified tokens (decodes + drafts) one step may hold: `step_tokens` beside other
+        decoding sequences, a whole long copy draft plus its own token when decoding alone."""
+        return self.step_tokens if shared else self.k_copy_max + 1
+
 
 class NgramIndex:
     """Where each n-gram (n_min..n_max) last occurred in a growing token list, for O(1) lookups."""

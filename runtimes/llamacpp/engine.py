@@ -102,11 +102,14 @@ class Engine:
             self.model.close()
             raise
         drafting = self._drafting(cfg)
-        # The most logit rows one step can ask for: a lone sequence's longest draft plus the
-        # other slots' rows. llama.cpp grows its logits buffer to the largest step so far (~78 MB
-        # for 129 rows of a 152k vocabulary), which under load showed as RSS climbing minutes
-        # after start; the warm-up takes it up front instead.
-        outputs = min(drafting.k_copy_max + cfg.n_slots, cfg.n_batch, self.ctx.n_ctx) if drafting else 1
+        # The most logit rows one step can ask for: the drafting step's budget plus the other
+        # slots' last prompt rows. llama.cpp grows its logits buffer to the largest step so far
+        # (~78 MB for 129 rows of a 152k vocabulary), which under load showed as RSS climbing
+        # minutes after start; the warm-up takes it up front instead.
+        rows = 1
+        if drafting:
+            rows = max(drafting.step_budget(False), drafting.step_budget(True)) + cfg.n_slots - 1
+        outputs = min(rows, cfg.n_batch, self.ctx.n_ctx)
         try:
             self.ctx.warmup(outputs)
         except BaseException:

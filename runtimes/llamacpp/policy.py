@@ -259,8 +259,7 @@ class Policy:
         cfg = self.drafting
         assert cfg is not None
         shared = len(gens) > 1
-        step = cfg.step_tokens if shared else cfg.k_copy_max + 1  # alone, a copy may draft long
-        budget = min(step, self.kv.n_batch, self.slots.ledger.free) - len(gens)
+        budget = min(cfg.step_budget(shared), self.kv.n_batch, self.slots.ledger.free) - len(gens)
         if budget <= 0:
             return 0
         wanted = []

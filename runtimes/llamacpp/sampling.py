@@ -101,7 +101,7 @@ class SamplerChain:
         self._window: collections.deque[int] = collections.deque(
             prompt_tail[-PENALTY_LAST_N:], PENALTY_LAST_N
         )
-        self._greedy = s.temperature <= 0.0
+        self._greedy = s.greedy
         self._n_logprobs = s.logprobs
         self.logprobs: RawLogprobs | None = None
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
