@@ -126,6 +126,29 @@ def test_four_streams_are_batched_together(smol):
     assert smol._sched.counters.decode_steps - steps_before < n_tokens * 0.6
 
 
+def test_prompts_announced_together_are_prefilled_in_one_step(smol):
+    """Four requests announced while their prompts are prepared (as the runtime does while it
+    renders and tokenizes) reach the queue one after another; the idle engine waits for the
+    stragglers, so all four prompts go into one batch and every first token comes out of
+    that one step: no stream starts decoding while the others still prefill."""
+    prompts = [smol.tokenize(chat(f"Write one line about the number {i}.")) for i in range(4)]
+
+    async def one(i: int) -> list[Step]:
+        with smol.arriving() as arrival:
+            await asyncio.sleep(0.002 * i)  # the stragglers' tokenization
+            return [s async for s in smol.generate(prompts[i], Sampling(max_tokens=1), arrival)]
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(4)))
+
+    wait_idle(smol)
+    steps_before = smol._sched.counters.decode_steps
+    results = asyncio.run(main())
+    assert [r[-1].usage.completion_tokens for r in results] == [1, 1, 1, 1]
+    assert smol._sched.counters.decode_steps - steps_before == 1
+    assert smol._sched.policy.incoming == 0
+
+
 def test_shared_prefix_is_served_from_the_cache(smol):
     first = smol.tokenize(chat("What is a prefix cache?"))
     second = smol.tokenize(chat("What is a KV cache?"))

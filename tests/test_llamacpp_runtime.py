@@ -10,6 +10,7 @@ stand-in for the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -105,7 +106,10 @@ class FakeEngine:
         inverse = {v: k for k, v in self.special.items()}
         return "".join("" if t in self.hidden else inverse.get(t, chr(t) if t > 1 else "") for t in tokens)
 
-    async def generate(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[_Step]:
+    def arriving(self):
+        return contextlib.nullcontext()
+
+    async def generate(self, prompt: list[int], sampling: Sampling, arrival=None) -> AsyncIterator[_Step]:
         if len(prompt) > self.n_ctx:
             raise ContextLengthExceeded(len(prompt), self.n_ctx)
         try:
@@ -312,6 +316,31 @@ def test_qwen_forced_tool_choice(qwen_rt):
     r = real_chat(qwen_rt, msgs, tools=[WEATHER], tool_choice=forced)
     assert r["finish"] == "tool_calls" and r["calls"][0]["name"] == "get_weather"
     assert isinstance(json.loads(r["calls"][0]["arguments"]), dict)
+
+
+@pytest.mark.slow
+def test_chats_sent_together_start_decoding_in_the_same_step(qwen_rt):
+    """The runtime announces each chat before rendering and tokenizing it, so the idle
+    engine prefills both prompts in one batch (llama-server's behaviour for concurrent
+    prompts) and both first tokens come from that step."""
+    counters = qwen_rt.engine._sched.counters
+
+    async def both():
+        reqs = [
+            ChatRequest(model=qwen_rt.id, messages=[{"role": "user", "content": f"Name a colour ({i})."}],
+                        sampling=Sampling(temperature=0.0, max_tokens=1))
+            for i in range(2)
+        ]
+
+        async def one(r):
+            return [ev async for ev in qwen_rt.chat(r)]
+
+        return await asyncio.gather(*(one(r) for r in reqs))
+
+    before = counters.decode_steps
+    results = asyncio.run(both())
+    assert [assemble(evs)["usage"].completion_tokens for evs in results] == [1, 1]
+    assert counters.decode_steps - before == 1
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from runtimes.base import Overloaded, QueueTimeout, RuntimeError_, Sampling
 from runtimes.llamacpp.cache_manager import RECOMPUTE_BELOW
 from runtimes.llamacpp.plan import CacheMove, StepPlan
-from runtimes.llamacpp.policy import Policy
+from runtimes.llamacpp.policy import GATHER_S, Arrival, Policy
 from runtimes.llamacpp.prefix_store import PrefixStore
 from runtimes.llamacpp.requests import ReqState, Request
 
@@ -120,6 +120,61 @@ def test_a_request_that_does_not_fit_blocks_those_behind_it(new):
     assert [x.req for x in plan.admitted] == [big, small]
     # Room for big came from a's idle cache, evicted (no store to keep it).
     assert plan.evicted == [CacheMove(a.slot.seq, 61, stored=False)]
+
+
+def test_an_idle_engine_waits_for_requests_announced_with_the_first_and_prefills_them_together(new):
+    """Prompts sent together reach the queue a few ms apart (each is rendered and tokenized
+    first): the first step holds for the announced ones, then all prefill in one batch and
+    start decoding in the same step, as llama-server's do."""
+    p = policy(n_slots=4, n_batch=64)
+    arrivals = [Arrival(p) for _ in range(3)]
+    a, b, c = new(range(0, 10)), new(range(100, 110)), new(range(200, 210))
+    p.enqueue(a, arrivals[0])
+    p.enqueue(b, arrivals[1])
+    plan = p.schedule()
+    assert plan.admitted == [] and plan.t_step is None and p.incoming == 1  # c is still on its way
+    p.enqueue(c, arrivals[2])
+    plan = step(p)
+    assert [x.req for x in plan.admitted] == [a, b, c] and {ch[0] for ch in chunks(plan)} == {a, b, c}
+    assert step(p).decode == [a, b, c]
+
+
+def test_a_withdrawn_arrival_or_the_gather_limit_releases_the_first_step(new):
+    p = policy(n_slots=4)
+    first, lost = Arrival(p), Arrival(p)
+    a = new(range(10))
+    p.enqueue(a, first)
+    assert p.schedule().admitted == []
+    lost.withdraw()  # its request failed before the queue (a bad template, a closed client)
+    lost.withdraw()
+    assert p.incoming == 0 and [x.req for x in p.schedule().admitted] == [a]
+
+    late = Arrival(p)
+    b = new(range(100, 110))
+    p.retire(a, "stop")
+    p.enqueue(b)
+    b.t_submit -= GATHER_S  # b has waited as long as a first step may wait
+    assert [x.req for x in p.schedule().admitted] == [b] and p.incoming == 1
+    late.withdraw()
+
+
+def test_a_busy_engine_or_a_full_house_does_not_wait_for_arrivals(new):
+    """Only the first step from idle waits, and only for requests that could join it."""
+    p = policy(n_slots=2)
+    a = new(range(10))
+    p.enqueue(a)
+    step(p)
+    Arrival(p)
+    b = new(range(100, 110))
+    p.enqueue(b)
+    assert [x.req for x in p.schedule().admitted] == [b]  # a is decoding: b joins at once
+
+    q = policy(n_slots=2)
+    Arrival(q)
+    c, d = new(range(10)), new(range(100, 110))
+    q.enqueue(c)
+    q.enqueue(d)  # two queued, two slots: an arrival could not start with them anyway
+    assert [x.req for x in q.schedule().admitted] == [c, d]
 
 
 def test_a_request_that_cannot_start_is_refused_and_the_next_one_starts(new):

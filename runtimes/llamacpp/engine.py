@@ -8,14 +8,16 @@ tool calls and the OpenAI event shapes are built on top of this (runtime.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtimes.base import RuntimeStats, Sampling
 from runtimes.llamacpp.drafting import DraftConfig, spec_mode
 from runtimes.llamacpp.model import Context, ContextParams, Model
+from runtimes.llamacpp.policy import Arrival
 from runtimes.llamacpp.prefix_store import PrefixStore
 from runtimes.llamacpp.requests import Step
 from runtimes.llamacpp.scheduler import Scheduler
@@ -174,14 +176,26 @@ class Engine:
         return self.model.eos_text
 
     # -- generation -------------------------------------------------------------------------
-    async def generate(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Step]:
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[Arrival]:
+        """Announce a request while its prompt is prepared, then pass the arrival to `generate`:
+        an idle engine waits briefly for requests sent together to start them together."""
+        arrival = self._sched.announce()
+        try:
+            yield arrival
+        finally:
+            arrival.withdraw()
+
+    async def generate(
+        self, prompt: list[int], sampling: Sampling, arrival: Arrival | None = None
+    ) -> AsyncIterator[Step]:
         """Stream the continuation of `prompt`.
 
         Raises ContextLengthExceeded / Overloaded / InvalidRequest before the first step.
         Closing the iterator (or cancelling its task) stops the sequence at the next step;
         the slot is freed and its cache kept for reuse.
         """
-        req = self._sched.submit(prompt, sampling, asyncio.get_running_loop())
+        req = self._sched.submit(prompt, sampling, asyncio.get_running_loop(), arrival)
         try:
             while True:
                 item = await req.queue.get()

@@ -35,6 +35,39 @@ if TYPE_CHECKING:
 # three times a plain name there).
 WAITING, PREFILL, GENERATING, DONE = ReqState.WAITING, ReqState.PREFILL, ReqState.GENERATING, ReqState.DONE
 
+# How long an idle engine holds its first step for requests announced but not yet queued
+# (Arrival). Prompts sent together reach the queue within a few ms of each other (their
+# templates are rendered and tokenized one after another); prefilled in one step they all
+# start decoding at once, as llama-server's do, instead of the first ones decoding in small
+# batches while the rest prefill.
+GATHER_S = 0.025
+
+
+class Arrival:
+    """A request on its way to this engine: its prompt is being rendered and tokenized.
+
+    The runtime announces it before that work and the queue settles it on `enqueue`;
+    `withdraw` (idempotent) covers a request that never gets there."""
+
+    __slots__ = ("_policy", "pending")
+
+    def __init__(self, policy: Policy):
+        self._policy = policy
+        self.pending = True
+        with policy.cv:
+            policy.incoming += 1
+
+    def settle(self) -> None:
+        """Called with the policy's lock held."""
+        if self.pending:
+            self.pending = False
+            self._policy.incoming -= 1
+            self._policy.cv.notify()
+
+    def withdraw(self) -> None:
+        with self._policy.cv:
+            self.settle()
+
 
 @dataclass
 class Counters:
@@ -88,6 +121,7 @@ class Policy:
         self.max_queue = max_queue
         self.counters = Counters()
         self.waiting: collections.deque[Request] = collections.deque()
+        self.incoming = 0  # announced requests not yet queued (Arrival)
         self.active: list[Request] = []  # admission order
         self.cv = threading.Condition()
         self.closed = False  # set by the scheduler's close: no new requests
@@ -99,9 +133,11 @@ class Policy:
         self.wait = QueueWait(initial_s=5.0)  # until measured: a guess for Retry-After
 
     # -- the queue (any thread) -------------------------------------------------------------
-    def enqueue(self, req: Request) -> None:
+    def enqueue(self, req: Request, arrival: Arrival | None = None) -> None:
         """Queue a validated request; raises Overloaded when the queue is full."""
         with self.cv:
+            if arrival is not None:
+                arrival.settle()
             if self.closed:
                 raise RuntimeError_("the engine is closed")
             idle = len(self.slots.slots) - self.slots.busy_count
@@ -152,7 +188,7 @@ class Policy:
         one that does not fit blocks those behind it."""
         while True:
             with self.cv:
-                if not self.waiting or not self.slots.idle():
+                if not self.waiting or not self.slots.idle() or self._gathering():
                     return
                 req = self.waiting[0]
                 pick = self.slots.place(req.prompt)
@@ -164,6 +200,16 @@ class Policy:
                 req.state = PREFILL
                 self.slots.acquire(pick.slot)
             self._start(req, pick, plan)
+
+    def _gathering(self) -> bool:
+        """Whether an idle engine should hold its first step: requests announced together
+        are still on their way and would find a free slot beside the queued ones."""
+        return (
+            self.incoming > 0
+            and not self.active
+            and len(self.waiting) < len(self.slots.idle())
+            and time.monotonic() - self.waiting[0].t_submit < GATHER_S
+        )
 
     def _expire_waiting(self, plan: StepPlan) -> None:
         """Refuse the waiting requests that have waited past the queue timeout (oldest first)."""

@@ -30,6 +30,7 @@ from runtimes.base import (
 )
 from runtimes.llamacpp.chat_template import ChatTemplate
 from runtimes.llamacpp.engine import Engine, EngineConfig
+from runtimes.llamacpp.policy import Arrival
 from runtimes.toolcalls import CONTROL_MARKERS, ChatOutputParser, detect_tool_format, forced_call_prefill
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,13 @@ class LlamaCppRuntime(Runtime):
     # -- Runtime interface ----------------------------------------------------------------
 
     async def chat(self, req: ChatRequest) -> AsyncIterator[Event]:
-        prompt, parser, prefill = self.prepare_chat(req)
-        # Off the event loop: other streams keep flowing while a long prompt is tokenized.
-        tokens = await asyncio.to_thread(self._tokenize_prompt, prompt)
-        events = parser.feed(prefill) if prefill else []
-        async for ev in self._stream(tokens, req.sampling, parser, events):
-            yield ev
+        with self.engine.arriving() as arrival:
+            prompt, parser, prefill = self.prepare_chat(req)
+            # Off the event loop: other streams keep flowing while a long prompt is tokenized.
+            tokens = await asyncio.to_thread(self._tokenize_prompt, prompt)
+            events = parser.feed(prefill) if prefill else []
+            async for ev in self._stream(tokens, req.sampling, parser, events, arrival):
+                yield ev
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Event]:
         tokens = self.engine.tokenize(req.prompt, add_special=True, parse_special=True)
@@ -154,7 +156,12 @@ class LlamaCppRuntime(Runtime):
         return list(cached)
 
     async def _stream(
-        self, tokens: list[int], sampling: Sampling, parser: ChatOutputParser | None, pending: list[Event]
+        self,
+        tokens: list[int],
+        sampling: Sampling,
+        parser: ChatOutputParser | None,
+        pending: list[Event],
+        arrival: Arrival | None = None,
     ) -> AsyncIterator[Event]:
         finish: str | None = None
         usage: Usage | None = None
@@ -164,7 +171,7 @@ class LlamaCppRuntime(Runtime):
         logprobs: list[TokenLogprob] = []
         prompt: Usage | None = None
         first = True
-        async with contextlib.aclosing(self.engine.generate(tokens, sampling)) as steps:
+        async with contextlib.aclosing(self.engine.generate(tokens, sampling, arrival)) as steps:
             # The first step is awaited before anything is yielded, so errors the engine
             # raises up front (context length, overload) reach the caller as exceptions.
             async for step in steps:

@@ -22,7 +22,7 @@ from runtimes.llamacpp.drafting import DraftConfig
 from runtimes.llamacpp.logprobs import to_token_logprob
 from runtimes.llamacpp.model import Batch, Context, Model
 from runtimes.llamacpp.plan import StepPlan
-from runtimes.llamacpp.policy import Policy
+from runtimes.llamacpp.policy import Arrival, Policy
 from runtimes.llamacpp.requests import ReqState, Request, Step
 from runtimes.llamacpp.sampling import SamplerChain, TextAssembler, check_sampling, request_grammar
 
@@ -69,7 +69,17 @@ class Scheduler:
         self._thread.start()
 
     # -- asyncio side -----------------------------------------------------------------------
-    def submit(self, prompt: list[int], sampling: Sampling, loop: asyncio.AbstractEventLoop) -> Request:
+    def announce(self) -> Arrival:
+        """A request is being prepared for `submit` (see policy.Arrival)."""
+        return Arrival(self.policy)
+
+    def submit(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        loop: asyncio.AbstractEventLoop,
+        arrival: Arrival | None = None,
+    ) -> Request:
         """Validate and enqueue; raises ContextLengthExceeded / Overloaded / InvalidRequest."""
         if not prompt:
             raise InvalidRequest("the prompt is empty")
@@ -82,7 +92,7 @@ class Scheduler:
         room = self.n_ctx - len(prompt)
         max_new = room if sampling.max_tokens is None else max(1, min(sampling.max_tokens, room))
         req = Request(list(prompt), sampling, max_new, loop, asyncio.Queue(), grammar=grammar)
-        self.policy.enqueue(req)
+        self.policy.enqueue(req, arrival)
         return req
 
     def cancel(self, req: Request) -> None:
@@ -116,7 +126,8 @@ class Scheduler:
                     self._execute(plan)
                     self.counters.step_seconds += time.perf_counter() - plan.t_step
                 elif policy.waiting:
-                    time.sleep(0.001)  # nothing admissible yet (should not last)
+                    with policy.cv:  # nothing admissible yet: an arrival or a timeout wakes us
+                        policy.cv.wait(0.001)
             except Exception as e:  # never let the thread die silently
                 log.exception("scheduler step failed")
                 self._fail_all(e)
