@@ -20,7 +20,9 @@
 #   default qwen2.5-coder-0.5b-instruct), EDITS (comma list of case names or N, default all),
 #   EDIT_MAX_TOKENS (4096), SPEC_TYPES (default: every ngram-* type of --spec-type in --help),
 #   OUT (default ./bench-results/edit), QUIET_LOAD (start once the 1-minute load is below it, 1.0),
-#   APPLIANCE_ARGS / LLAMA_ARGS (extra flags for every appliance / llama-server).
+#   APPLIANCE_ARGS / LLAMA_ARGS (extra flags for every appliance / llama-server),
+#   BASE_SRC (another checkout, e.g. `git worktree add /tmp/base HEAD~1`: also measured, as
+#   appliance-base with speculation, so a change is compared with what it replaces in one run).
 # Time: 3 + 5 servers x 10 requests of ~1-2k output tokens; on the 2-vCPU CPU box (~40 tok/s without
 # speculation) about an hour per repetition, so REPEAT=3 takes ~2-3 h: run it on a quiet machine.
 # A quick check that everything runs: EDITS=1 EDIT_MAX_TOKENS=32 REPEAT=1 SPEC_TYPES=ngram-mod.
@@ -82,6 +84,9 @@ launches=(
   --launch "llama-server=$LS"
 )
 for t in $SPEC_TYPES; do launches+=(--launch "llama-server-$t=$LS,spec=$t,ref=llama-server"); done
+if [ -n "${BASE_SRC:-}" ]; then  # an earlier checkout, with speculation, for a before/after in one run
+  launches+=(--launch "appliance-base=$APPL,spec=ngram,ref=appliance-nospec,env.PYTHONSAFEPATH=1,env.PYTHONPATH=$BASE_SRC")
+fi
 
 "$PY" -m appliance.bench.cli "${launches[@]}" --launch-model "$MODEL" --gguf "$GGUF" \
   --llama-server "$LLAMA_SERVER" --threads "$THREADS" --workload edit ${EDITS:+--edits "$EDITS"} \

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from runtimes.base import Sampling
+from runtimes.llamacpp.drafting import DraftConfig
 from runtimes.llamacpp.engine import Engine, EngineConfig, Step
 
 pytestmark = pytest.mark.slow
@@ -39,10 +40,11 @@ EDITS = [
 ]
 
 
-def make(path: Path, spec: str, n_slots: int = 4) -> Engine:
+def make(path: Path, spec: str, n_slots: int = 4, **kw) -> Engine:
     return Engine(
         EngineConfig(
-            model_path=path, n_ctx=4096, n_slots=n_slots, n_threads=2, n_batch=512, n_ubatch=512, spec=spec
+            model_path=path, n_ctx=4096, n_slots=n_slots, n_threads=2, n_batch=512, n_ubatch=512, spec=spec,
+            **kw,
         )
     )
 
@@ -86,6 +88,28 @@ def test_greedy_edits_are_token_for_token_the_same_and_drafts_are_accepted(engin
     accepted = after.spec_accepted_tokens - before.spec_accepted_tokens
     assert drafted > 0 and accepted > 0.5 * drafted, (drafted, accepted)
     assert off.stats().spec_drafted_tokens == 0
+
+
+def test_near_ties_are_decided_by_a_one_token_decode(engines, qwen_path):
+    """A tie margin so wide that every verified row is a near tie: each is decided by
+    decoding its input token alone on the scratch sequence (Scheduler._confirm), as a step
+    without drafts would, so the answer is the one without drafts, drafting goes on, and
+    the scratch sequence is left empty."""
+    off, _ = engines
+    ties = make(qwen_path, "ngram", n_slots=2, draft=DraftConfig(tie_margin=1e9))
+    try:
+        prompt = edit_prompt(off, *EDITS[0])
+        greedy = Sampling(temperature=0.0, max_tokens=120)
+        assert ids(run(ties, prompt, greedy)) == ids(run(off, prompt, greedy))
+        counters = ties._sched.counters
+        assert counters.spec_drafted > 0 and counters.spec_tie_steps > 10
+        # Each tie is decided within its step, so no step is spent on a token taken back
+        # (deciding it in the next step instead cost a step per tie). The prompt's first
+        # token comes with its last prefill chunk.
+        assert counters.decode_steps <= counters.tokens_generated + 2
+        assert ties.ctx.seq_pos_max(ties._sched.scratch) == -1
+    finally:
+        ties.close()
 
 
 def test_stop_strings_max_tokens_and_logprobs_behave_as_without_drafts(engines):

@@ -85,12 +85,14 @@ class Engine:
             use_mmap=cfg.use_mmap,
             use_extra_bufts=cfg.cpu_extra_buffers,
         )
+        drafting = self._drafting(cfg)
         try:
             self.ctx = Context(
                 self.model,
                 ContextParams(
                     n_ctx=cfg.n_ctx,
-                    n_seq=cfg.n_slots,
+                    # Drafting decides near ties on one more sequence (Scheduler._confirm).
+                    n_seq=cfg.n_slots + (drafting is not None),
                     n_batch=cfg.n_batch,
                     n_ubatch=cfg.n_ubatch,
                     n_threads=cfg.n_threads,
@@ -103,7 +105,6 @@ class Engine:
         except BaseException:
             self.model.close()
             raise
-        drafting = self._drafting(cfg)
         # The most logit rows one step can ask for: the drafting step's budget plus the other
         # slots' last prompt rows. llama.cpp grows its logits buffer to the largest step so far
         # (~78 MB for 129 rows of a 152k vocabulary), which under load showed as RSS climbing

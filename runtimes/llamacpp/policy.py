@@ -84,7 +84,8 @@ class Counters:
     step_seconds: float = 0.0  # whole steps: decode plus our Python work around it
     spec_drafted: int = 0  # draft tokens verified (speculative decoding)
     spec_accepted: int = 0  # of which the sampler agreed with
-    spec_tie_steps: int = 0  # verify steps cut short by a near tie (DraftConfig.tie_margin)
+    spec_tie_steps: int = 0  # near ties met in verify rows (DraftConfig.tie_margin)
+    spec_tie_flips: int = 0  # of which the 1-token decode chose another token than the batch
 
 
 # Running requests always hold a slot (set at admission).

@@ -148,6 +148,10 @@ class SamplerChain:
         """Whether another token's logit in row `idx` is within `margin` of the best one."""
         return near_tie(self._row(ctx_ptr, idx), margin)
 
+    def argmax(self, ctx_ptr: Any, idx: int) -> int:
+        """What a plain-greedy chain would sample from row `idx`, without sampling it."""
+        return int(self._row(ctx_ptr, idx).argmax())
+
     def _row(self, ctx_ptr: Any, idx: int) -> np.ndarray:
         return np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx_ptr, idx), shape=(self.n_vocab,))
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runtimes.base import ContextLengthExceeded, InvalidRequest, RuntimeError_, Sampling
@@ -30,6 +31,20 @@ if TYPE_CHECKING:
     from runtimes.llamacpp.prefix_store import PrefixStore
 
 log = logging.getLogger("appliance.llamacpp")
+
+
+@dataclass(slots=True, eq=False)
+class Tie:
+    """A verify row whose best two logits were too close to decide in the batch (`_verify`),
+    kept for `_confirm` once the step's other rows are sampled."""
+
+    req: Request
+    drafts: list[int]
+    row: int  # the tied row: its input token is decoded again alone
+    token: int  # that input token
+    pos: int  # and its position
+    guesses: list[int]  # the batch's argmax of the tied row and the verified rows after it
+    tie_after: bool  # the guesses stop at another near tie
 
 
 class Scheduler:
@@ -65,6 +80,9 @@ class Scheduler:
         self.slots = self.policy.slots
         self.counters = self.policy.counters
         self.batch = Batch(ctx.n_batch, n_slots)
+        # The sequence a near tie is decided on (Engine gives the context one beyond the slots).
+        self.scratch = n_slots if drafting is not None and ctx.n_seq > n_slots else None
+        self.solo = Batch(1, ctx.n_seq)
         self._thread = threading.Thread(target=self._run, name="llamacpp-scheduler", daemon=True)
         self._thread.start()
 
@@ -161,6 +179,7 @@ class Scheduler:
         self.counters.decode_steps += 1
         prompts_done = self.policy.commit(plan)
         ctx_ptr = self.ctx.ptr
+        ties: list[Tie] = []
         for r, idx, drafts in rows:
             if r.cancelled:
                 self._finish(r, "cancelled", "")
@@ -170,37 +189,98 @@ class Scheduler:
             if not drafts:
                 self._on_token(r, r.chain.sample(ctx_ptr, idx))
                 continue
-            self.policy.verified(r, len(drafts), self._verify(r, ctx_ptr, idx, drafts))
+            accepted = self._verify(r, ctx_ptr, idx, drafts, ties)
+            if accepted is not None:
+                self.policy.verified(r, len(drafts), accepted)
+        for tie in ties:  # after every row of the batch is read: _confirm decodes again
+            self.policy.verified(tie.req, len(tie.drafts), self._confirm(tie))
         if self.store is not None:
             # After the first tokens went out; the sequences still hold exactly the prompt.
             for seq, tokens in prompts_done:
                 self.store.prompt_done(self.ctx, seq, tokens)
 
-    def _verify(self, r: Request, ctx_ptr: object, idx: int, drafts: list[int]) -> int:
+    def _verify(
+        self, r: Request, ctx_ptr: object, idx: int, drafts: list[int], ties: list[Tie]
+    ) -> int | None:
         """Speculative decoding's check, exact at any temperature: sample each verified
         position with the request's own chain (which advances grammar, penalties and the
         seeded RNG as one step would) and keep going while the sample equals the draft; the
         first differing sample is still the right next token. With a draft that is a single
         token (not a distribution), this is the standard speculative-sampling rule. Each
         token goes out through `_on_token`, so stops, limits and logprobs behave as without
-        drafts. Returns how many drafts were accepted; -1 when row `idx` itself is not trusted.
+        drafts. Returns how many drafts were accepted; -1 when row `idx` itself is not
+        trusted; None when a near tie waits in `ties` for `_confirm`.
 
         Greedy answers must equal those without drafts, but a batch of n rows runs other CPU
         kernels than a 1-token decode, and their logits differ by up to ~0.5. A row whose best
-        two logits are that close is therefore not decided here: the token it belongs to is
-        taken back out of the KV cache and decoded alone in the next step (`solo_next`), as it
-        would be without drafting."""
+        two logits are that close is therefore not decided here (see `_confirm`)."""
         margin = self.policy.drafting.tie_margin if self.policy.drafting else 0.0
         guard = r.chain.plain_greedy and margin > 0
         for i in range(len(drafts) + 1):
             if guard and r.chain.near_tie(ctx_ptr, idx + i, margin):
-                r.solo_next = True
-                return i - 1  # the batch token of row i (last_token or a draft) is decoded again
+                if self.scratch is None or r.chain.logprobs is not None:
+                    r.solo_next = True
+                    return i - 1  # the batch token of row i (last_token or a draft) is decoded again
+                pos = len(r.slot.tokens) - len(drafts) - 1 + i
+                guesses, tie_after = self._guesses(r, ctx_ptr, idx, drafts, i, margin)
+                ties.append(Tie(r, drafts, i, r.last_token, pos, guesses, tie_after))
+                self.counters.spec_tie_steps += 1
+                return None
             tok = r.chain.sample(ctx_ptr, idx + i)
             self._on_token(r, tok)
             if i == len(drafts) or tok != drafts[i] or r.state is ReqState.DONE:
                 return i
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _guesses(
+        r: Request, ctx_ptr: object, idx: int, drafts: list[int], i: int, margin: float
+    ) -> tuple[list[int], bool]:
+        """The batch's choices from tied row i on, as `_verify` would make them (argmax: the
+        chain is plain greedy), read now because the next decode overwrites the logits."""
+        out: list[int] = []
+        for j in range(i, len(drafts) + 1):
+            if j > i and r.chain.near_tie(ctx_ptr, idx + j, margin):
+                return out, True
+            tok = r.chain.argmax(ctx_ptr, idx + j)
+            out.append(tok)
+            if j == len(drafts) or tok != drafts[j]:
+                break
+        return out, False
+
+    def _confirm(self, t: Tie) -> int:
+        """Decide a near tie as a step without drafts would: decode the tied row's input
+        token alone, on a scratch sequence that shares the prefix's cells. If it chooses what
+        the batch chose, the rows verified after the tie stand (one 1-token decode instead of
+        redoing them); if not, its cell replaces the batch's and the answer goes on from its
+        token. Returns the drafts accepted, as `_verify`."""
+        r, ctx, seq, scratch = t.req, self.ctx, t.req.slot.seq, self.scratch
+        assert scratch is not None
+        ctx.seq_cp(seq, scratch, 0, t.pos)
+        self.solo.clear()
+        self.solo.add([t.token], t.pos, scratch, True)
+        t0 = time.perf_counter()
+        ret = self.solo.decode(ctx)
+        self.counters.decode_seconds += time.perf_counter() - t0
+        if ret != 0:  # no cell free for it: decode it alone next step instead
+            ctx.seq_rm(scratch)
+            r.solo_next = True
+            return t.row - 1
+        tok = r.chain.sample(ctx.ptr, 0)
+        ctx.seq_rm(seq, t.pos, t.pos + 1)  # the solo cell replaces the batch's, as without drafts
+        ctx.seq_cp(scratch, seq, t.pos, t.pos + 1)
+        ctx.seq_rm(scratch)
+        if tok != t.guesses[0]:
+            self.counters.spec_tie_flips += 1
+            self._on_token(r, tok)
+            return t.row
+        for k, tok in enumerate(t.guesses):
+            row = t.row + k
+            self._on_token(r, tok)
+            if row == len(t.drafts) or tok != t.drafts[row] or r.state is ReqState.DONE:
+                return row
+        r.solo_next = True  # the guesses stopped at another near tie: that row's token goes alone
+        return t.row + len(t.guesses) - 1
 
     def _fill_batch(self, plan: StepPlan) -> list[tuple[Request, int, list[int]]]:
         """Put the plan into the llama_batch; returns (request, first batch row to sample,
